@@ -1,0 +1,1 @@
+"""Leaderboard, paper experiments and performance benchmarks (scripts; no library code)."""

@@ -1,0 +1,1 @@
+"""Zoo generation: zoo specs and presets, data sets, hyperparameter sampling, trainers, engines."""

@@ -1,0 +1,1 @@
+"""Metanetworks that read a network's weights and predict its properties."""

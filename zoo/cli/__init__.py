@@ -1,0 +1,48 @@
+"""The ``symzoo`` command line. Sub-command groups live in their own modules and register here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from zoo.errors import SymzooError
+
+__all__ = ["main", "build_parser", "print_json"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr with exit status 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zoo.cli import arch
+
+    parser = _Parser(prog="symzoo", description="Model zoos of standard and symmetry-reduced networks.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    arch.register(commands)
+    return parser
+
+
+def print_json(obj: Any) -> None:
+    """The one JSON object of a ``--json`` command, on stdout."""
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SymzooError as err:
+        print(f"symzoo: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Typed architecture specs: one dataclass per family, shared variant settings, JSON/YAML round trip.
+
+A spec fully determines a network's structure, its W-Asym masks and fixed values and its FiGLU
+matrices (through ``asym_seed``); only the trainable entries' initial values depend on the
+``init_seed`` given to :meth:`ArchSpec.build`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import dacite
+import torch
+import yaml
+from torch import nn
+
+from zoo.errors import SpecError
+from zoo.masks import MASK_TYPES
+
+__all__ = [
+    "VARIANTS",
+    "LayerAsym",
+    "WAsymSpec",
+    "SigmaAsymSpec",
+    "ArchSpec",
+    "spec_from_dict",
+    "load_spec",
+    "FAMILIES",
+]
+
+VARIANTS = ("standard", "w_asym", "sigma_asym")
+
+
+@dataclass(frozen=True)
+class LayerAsym:
+    """W-Asym settings of one layer: ``n_fix`` fixed entries per row with std ``kappa``."""
+
+    n_fix: int
+    kappa: float = 1.0
+    mask_type: str = "random_subsets"
+
+    def __post_init__(self) -> None:
+        if self.mask_type not in MASK_TYPES:
+            raise SpecError(f"mask_type '{self.mask_type}' is unknown; expected one of {', '.join(MASK_TYPES)}")
+        if self.n_fix < 0:
+            raise SpecError(f"n_fix must be >= 0, got {self.n_fix}")
+        if self.kappa < 0:
+            raise SpecError(f"kappa must be >= 0, got {self.kappa}")
+
+
+@dataclass(frozen=True)
+class WAsymSpec:
+    """Which Linear/Conv2d layers become W-Asym, and how.
+
+    ``layers`` maps glob patterns over qualified layer names (``fnmatch``) to settings; the first
+    matching pattern wins, then ``default``; a layer matching nothing (or ``n_fix=0`` with a
+    subset mask type) stays standard.
+    """
+
+    default: LayerAsym | None = None
+    layers: dict[str, LayerAsym] = field(default_factory=dict)
+
+    def rule_for(self, name: str) -> LayerAsym | None:
+        for pattern, rule in self.layers.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return rule
+        return self.default
+
+
+@dataclass(frozen=True)
+class SigmaAsymSpec:
+    """σ-Asym settings: every activation becomes FiGLU with ``F ~ N(0, std²)``, std ``1/√d`` if None."""
+
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.std is not None and self.std <= 0:
+            raise SpecError(f"sigma_asym.std must be > 0, got {self.std}")
+
+
+FAMILIES: dict[str, type["ArchSpec"]] = {}
+
+SpecT = TypeVar("SpecT", bound="ArchSpec")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchSpec:
+    """Fields shared by every family: the variant and its settings.
+
+    Attributes:
+        variant: ``standard``, ``w_asym`` or ``sigma_asym``.
+        w_asym: W-Asym layer settings (required for the ``w_asym`` variant).
+        sigma_asym: σ-Asym settings.
+        asym_seed: seed of every mask, fixed value and FiGLU matrix; a zoo shares it.
+    """
+
+    family: ClassVar[str] = ""
+
+    variant: str = "standard"
+    w_asym: WAsymSpec | None = None
+    sigma_asym: SigmaAsymSpec = field(default_factory=SigmaAsymSpec)
+    asym_seed: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.family:
+            FAMILIES[cls.family] = cls
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise SpecError(f"variant '{self.variant}' is unknown; expected one of {', '.join(VARIANTS)}")
+        if self.variant == "w_asym" and self.w_asym is None:
+            raise SpecError("variant 'w_asym' needs a 'w_asym' section (default and/or per-layer settings)")
+
+    # -- structure ------------------------------------------------------------------------------
+    def build_standard(self) -> nn.Module:
+        """The standard network of this spec (family-specific)."""
+        raise NotImplementedError
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the batch dimension)."""
+        raise NotImplementedError
+
+    def build(self, init_seed: int = 0, device: torch.device | str | None = None) -> nn.Module:
+        """Build the network; trainable entries are initialised from ``init_seed`` alone.
+
+        The standard network is built first, then converted to the variant, so the paired
+        standard, W-Asym and σ-Asym networks of one ``init_seed`` share their trainable initial
+        values. The global RNG state is left untouched.
+        """
+        from zoo.nets.variants import apply_variant
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(init_seed))
+            model = self.build_standard()
+        model = apply_variant(model, self)
+        return model.to(device) if device is not None else model
+
+    def with_variant(self: SpecT, variant: str) -> SpecT:
+        return dataclasses.replace(self, variant=variant)
+
+    # -- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **_plain(dataclasses.asdict(self))}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _int_to_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _lists_to_tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_lists_to_tuples(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so JSON and YAML see plain lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_DACITE = dacite.Config(strict=True, type_hooks={float: _int_to_float})
+
+
+def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
+    """Rebuild a spec from :meth:`ArchSpec.to_dict` output (or a hand-written YAML/JSON mapping)."""
+    import zoo.nets  # noqa: F401  (registers the families)
+
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping with a 'family' field, got {type(data).__name__}")
+    body = dict(data)
+    family = body.pop("family", None)
+    if family not in FAMILIES:
+        raise SpecError(f"{source}: field 'family' is {family!r}; expected one of {', '.join(sorted(FAMILIES))}")
+    try:
+        return dacite.from_dict(FAMILIES[family], _lists_to_tuples(body), config=_DACITE)
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+    except dacite.WrongTypeError as err:
+        got = _lookup(body, err.field_path or "")
+        expected = getattr(err.field_type, "__name__", None) if not getattr(err.field_type, "__args__", None) else None
+        raise SpecError(
+            f"{source}: field '{err.field_path}' is {got!r}; expected {expected or err.field_type}"
+        ) from None
+    except dacite.UnexpectedDataError as err:
+        raise SpecError(f"{source}: unknown field(s) {', '.join(sorted(err.keys))}") from None
+    except (dacite.DaciteError, TypeError) as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Read a spec from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read spec file ({err.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})".replace("\n", " ")) from None
+    return spec_from_dict(data, source=str(path))
