@@ -21,6 +21,7 @@ from torch import nn
 
 from zoo.errors import SpecError
 from zoo.masks import MASK_TYPES
+from zoo.nets.variants import apply_variant
 
 __all__ = [
     "VARIANTS",
@@ -133,8 +134,6 @@ class ArchSpec:
         standard, W-Asym and σ-Asym networks of one ``init_seed`` share their trainable initial
         values. The global RNG state is left untouched.
         """
-        from zoo.nets.variants import apply_variant
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed))
             model = self.build_standard()
@@ -181,8 +180,6 @@ _DACITE = dacite.Config(strict=True, type_hooks={float: _int_to_float})
 
 def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
     """Rebuild a spec from :meth:`ArchSpec.to_dict` output (or a hand-written YAML/JSON mapping)."""
-    import zoo.nets  # noqa: F401  (registers the families)
-
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping with a 'family' field, got {type(data).__name__}")
     body = dict(data)

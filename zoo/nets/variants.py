@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from zoo.errors import SpecError
-from zoo.nets.spec import ArchSpec, SigmaAsymSpec, WAsymSpec
 from zoo.nn import Activation, FiGLU, WAsymConv2d, WAsymLinear
 from zoo.seeding import derive_seed
+
+if TYPE_CHECKING:  # the specs import this module to build their variants
+    from zoo.nets.spec import ArchSpec, SigmaAsymSpec, WAsymSpec
 
 __all__ = ["apply_variant", "apply_w_asym", "apply_sigma_asym"]
 
