@@ -76,6 +76,22 @@ class ParamLayout:
         trainable = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
         return cls(tuple(slots), trainable)
 
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]], trainable_mask: Tensor) -> "ParamLayout":
+        """Rebuild a layout from :meth:`to_records` output and its flat trainable mask."""
+        slots = tuple(
+            TensorSlot(r["name"], tuple(r["shape"]), int(r["offset"]), int(r["numel"]), int(r["fixed"]))
+            for r in records
+        )
+        layout = cls(slots, trainable_mask.to(torch.bool).reshape(-1))
+        layout._check_length(layout.trainable_mask)
+        return layout
+
+    def same_tensors(self, other: "ParamLayout") -> bool:
+        """True when both layouts hold the same tensors (names, shapes, offsets)."""
+        key = lambda layout: [(s.name, s.shape, s.offset) for s in layout.slots]  # noqa: E731
+        return key(self) == key(other)
+
     # -- sizes ----------------------------------------------------------------------------------
     @property
     def size(self) -> int:
@@ -126,6 +142,24 @@ class ParamLayout:
         if missing or result.unexpected_keys:
             raise SymzooError(
                 f"model does not match the layout: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}"
+            )
+        return model
+
+    def impose_fixed_entries(self, model: nn.Module, trainable_mask: Tensor, fixed_values: Tensor) -> nn.Module:
+        """Give ``model``'s W-Asym layers the masks and fixed values stored with a zoo.
+
+        Stored masks are authoritative: they may come from another tool (an imported zoo) or an
+        older mask construction, so rebuilt networks never depend on regenerating them.
+        """
+        self._check_length(trainable_mask)
+        self._check_length(fixed_values)
+        for prefix, module in model.named_modules():
+            if not hasattr(module, "set_fixed_entries"):
+                continue
+            slot = self[f"{prefix}.weight" if prefix else "weight"]
+            module.set_fixed_entries(
+                trainable_mask[slot.offset : slot.stop].view(slot.shape),
+                fixed_values[slot.offset : slot.stop].view(slot.shape),
             )
         return model
 

@@ -39,6 +39,14 @@ class _WAsymMixin:
         self.register_buffer("fixed_values", fixed.to(device=device, dtype=dtype), persistent=False)
         self._impose_fixed()
 
+    def set_fixed_entries(self, mask: Tensor, fixed_values: Tensor) -> None:
+        """Replace the mask (True = trainable) and the fixed values, e.g. by those stored with a zoo."""
+        if mask.shape != self.weight.shape or fixed_values.shape != self.weight.shape:
+            raise ValueError(f"mask and fixed values must have the weight's shape {tuple(self.weight.shape)}")
+        self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
+        self.fixed_values = fixed_values.to(self.fixed_values).masked_fill(self.mask, 0.0)
+        self._impose_fixed()
+
     def effective_weight(self) -> Tensor:
         """The weight the layer computes with: trainable entries from ``weight``, fixed ones constant."""
         return torch.where(self.mask, self.weight, self.fixed_values)

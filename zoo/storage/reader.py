@@ -1,0 +1,216 @@
+"""Reading zoos: columns as NumPy/torch arrays (weights memory-mapped) and rows rebuilt into networks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from zoo.errors import SpecError
+from zoo.layout import ParamLayout
+from zoo.nets import ArchSpec, spec_from_dict
+from zoo.storage.files import atomic_write
+from zoo.storage.format import SPLITS, checkpoint_column
+from zoo.storage.manifest import Manifest, ZooFormatError
+
+__all__ = ["Zoo", "open_zoo", "load"]
+
+Format = Literal["numpy", "torch"]
+
+
+class Zoo:
+    """An opened zoo directory (Parquet shards) or an exported HDF5 file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.manifest = Manifest.load(self.path)
+
+    # -- structure ------------------------------------------------------------------------------
+    @cached_property
+    def spec(self) -> ArchSpec:
+        try:
+            return spec_from_dict(self.manifest.arch, source=f"{self.path}/zoo.json arch")
+        except SpecError as err:
+            raise ZooFormatError(str(err)) from None
+
+    @cached_property
+    def fixed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flat trainable mask and fixed values stored once for the zoo."""
+        path = self.path / self.manifest.fixed_file
+        if not path.is_file():
+            raise ZooFormatError(f"{path}: fixed-entries file missing (it holds the zoo's masks)")
+        try:
+            with np.load(path) as data:
+                mask, values = data["trainable_mask"], data["fixed_values"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ZooFormatError(f"{path}: cannot read masks and fixed values ({err})") from None
+        return torch.from_numpy(mask.astype(bool)), torch.from_numpy(values.astype(np.float32))
+
+    @cached_property
+    def layout(self) -> ParamLayout:
+        return ParamLayout.from_records(self.manifest.layout, self.fixed[0])
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if self.manifest.rows(s)]
+
+    def num_rows(self, split: str | None = None) -> int:
+        return self.manifest.rows(split)
+
+    # -- columns --------------------------------------------------------------------------------
+    def vector_columns(self) -> list[str]:
+        return ["weights", *(checkpoint_column(e) for e in self.manifest.schema.checkpoint_epochs)]
+
+    def columns(self) -> list[str]:
+        return pq.read_schema(self.path / self.manifest.shards[0].path).names if self.manifest.shards else []
+
+    def load(self, split: str = "train", columns: Sequence[str] | None = None, format: Format = "numpy") -> dict[str, Any]:
+        """Columns of one split. Weight-sized columns are memory-mapped ``(rows, P)`` float32 arrays
+        (null checkpoints are NaN rows); scalars are arrays; strings and curves are lists."""
+        self._check_split(split)
+        names = list(columns) if columns is not None else self.columns()
+        unknown = [c for c in names if c not in self.columns()]
+        if unknown:
+            raise ZooFormatError(f"{self.path}: no column(s) {', '.join(unknown)}; columns are {', '.join(self.columns())}")
+        vectors = [c for c in names if c in self.vector_columns()]
+        out: dict[str, Any] = {c: self._memmap(split, c) for c in vectors}
+        scalars = [c for c in names if c not in vectors]
+        if scalars:
+            table = self._read(split, scalars)
+            for name in scalars:
+                out[name] = _to_array(table.column(name))
+        return {c: _as_format(out[c], format) for c in names}
+
+    def iter_batches(self, split: str = "train", batch_size: int = 256,
+                     columns: Sequence[str] = ("weights", "test_acc")) -> Iterator[dict[str, np.ndarray]]:
+        """Stream a split in batches without materialising it (for zoos larger than memory)."""
+        self._check_split(split)
+        for shard in self.manifest.shards_of(split):
+            for batch in pq.ParquetFile(self.path / shard.path).iter_batches(batch_size, columns=list(columns)):
+                yield {name: _to_array(batch.column(name)) for name in columns}
+
+    # -- rows -----------------------------------------------------------------------------------
+    def rebuild(self, row: int, split: str = "train", column: str = "weights") -> nn.Module:
+        """The network of the ``row``-th model of ``split`` (``column`` may name a checkpoint)."""
+        data = self.load(split, [column])
+        if not 0 <= row < len(data[column]):
+            raise IndexError(f"row {row} is out of range for split '{split}' with {len(data[column])} rows")
+        return self.rebuild_weights(np.asarray(data[column][row]))
+
+    def rebuild_weights(self, weights: np.ndarray | torch.Tensor) -> nn.Module:
+        """A network of this zoo's architecture holding ``weights`` (the zoo's stored masks apply)."""
+        model = self.spec.build()
+        mask, values = self.fixed
+        self.layout.impose_fixed_entries(model, mask, values)
+        return self.layout.load_into(model, torch.as_tensor(np.asarray(weights, dtype=np.float32)))
+
+    # -- internals ------------------------------------------------------------------------------
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise ZooFormatError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+
+    def _read(self, split: str, columns: list[str]) -> pa.Table:
+        tables = []
+        for shard in self.manifest.shards_of(split):
+            path = self.path / shard.path
+            try:
+                tables.append(pq.read_table(path, columns=columns))
+            except FileNotFoundError:
+                raise ZooFormatError(f"{path}: shard listed in zoo.json is missing") from None
+            except (pa.ArrowException, OSError) as err:
+                raise ZooFormatError(f"{path}: shard is damaged ({err}); run symzoo verify") from None
+        if not tables:
+            schema = pq.read_schema(self.path / self.manifest.shards[0].path) if self.manifest.shards else None
+            return pa.table({c: pa.array([], schema.field(c).type if schema else pa.float64()) for c in columns})
+        return pa.concat_tables(tables)
+
+    def _memmap(self, split: str, column: str) -> np.ndarray:
+        """A memory-mapped ``(rows, P)`` copy of a vector column, cached beside the shards."""
+        shards = self.manifest.shards_of(split)
+        key = hashlib.sha256("".join(s.sha256 for s in shards).encode()).hexdigest()[:16]
+        path = self._cache_dir() / f"{split}-{column}-{key}.npy"
+        if not path.exists():
+            rows = sum(s.rows for s in shards)
+
+            def fill(tmp: Path) -> None:
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, self.layout.size))
+                start = 0
+                for shard in shards:
+                    for batch in pq.ParquetFile(self.path / shard.path).iter_batches(1024, columns=[column]):
+                        block = _vectors_to_numpy(batch.column(0), self.layout.size)
+                        array[start : start + len(block)] = block
+                        start += len(block)
+                array.flush()
+                del array
+
+            try:
+                atomic_write(path, fill)
+            except (pa.ArrowException, OSError) as err:
+                raise ZooFormatError(f"{self.path}: cannot read column '{column}' of split '{split}' ({err})") from None
+        return np.load(path, mmap_mode="c")
+
+    def _cache_dir(self) -> Path:
+        local = self.path / ".cache"
+        try:
+            local.mkdir(exist_ok=True)
+            if os.access(local, os.W_OK):
+                return local
+        except OSError:
+            pass
+        fallback = Path(os.environ.get("SYMZOO_CACHE", Path.home() / ".cache" / "symzoo"))
+        fallback = fallback / hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+def _vectors_to_numpy(column: pa.Array | pa.ChunkedArray, size: int) -> np.ndarray:
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    blocks = []
+    for chunk in chunks:
+        values = chunk.flatten() if chunk.null_count == 0 else chunk.fill_null(pa.scalar([np.nan] * size, chunk.type)).flatten()
+        blocks.append(values.to_numpy(zero_copy_only=False).reshape(-1, size))
+    return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+
+
+def _to_array(column: pa.Array | pa.ChunkedArray) -> Any:
+    if pa.types.is_string(column.type):
+        return column.to_pylist()
+    if pa.types.is_list(column.type):
+        return [np.asarray(v, dtype=np.float32) if v is not None else None for v in column.to_pylist()]
+    if pa.types.is_fixed_size_list(column.type):
+        return _vectors_to_numpy(column, column.type.list_size)
+    return column.to_numpy()
+
+
+def _as_format(value: Any, format: Format) -> Any:
+    if format == "numpy":
+        return value
+    if format != "torch":
+        raise ValueError(f"format must be 'numpy' or 'torch', got {format!r}")
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def open_zoo(path: str | Path) -> Zoo:
+    """Open a zoo directory, or an HDF5 file written by ``symzoo export``."""
+    path = Path(path)
+    if path.suffix in (".h5", ".hdf5"):
+        from zoo.storage.hdf5 import Hdf5Zoo
+
+        return Hdf5Zoo(path)
+    return Zoo(path)
+
+
+def load(path: str | Path, split: str = "train", columns: Sequence[str] | None = None,
+         format: Format = "numpy") -> dict[str, Any]:
+    """Columns of one split of a zoo directory or HDF5 export, weights as a ``(rows, P)`` array."""
+    return open_zoo(path).load(split, columns, format)
+
