@@ -21,11 +21,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from zoo.cli import arch
+    from zoo.cli import arch, storage
 
     parser = _Parser(prog="symzoo", description="Model zoos of standard and symmetry-reduced networks.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     arch.register(commands)
+    storage.register(commands)
     return parser
 
 
@@ -42,4 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SymzooError as err:
         print(f"symzoo: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 

@@ -19,7 +19,7 @@ from zoo.errors import SpecError
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec, spec_from_dict
 from zoo.storage.files import atomic_write
-from zoo.storage.format import SPLITS, checkpoint_column
+from zoo.storage.format import SPLITS, checkpoint_column, row_schema
 from zoo.storage.manifest import Manifest, ZooFormatError
 
 __all__ = ["Zoo", "open_zoo", "load"]
@@ -70,8 +70,15 @@ class Zoo:
     def vector_columns(self) -> list[str]:
         return ["weights", *(checkpoint_column(e) for e in self.manifest.schema.checkpoint_epochs)]
 
+    @cached_property
+    def arrow_schema(self) -> pa.Schema:
+        """The schema every shard has (derived from the manifest, so no shard needs to be read)."""
+        schema = self.manifest.schema
+        return row_schema(self.manifest.num_params, schema.hyperparameters, list(schema.curves),
+                          list(schema.checkpoint_epochs))
+
     def columns(self) -> list[str]:
-        return pq.read_schema(self.path / self.manifest.shards[0].path).names if self.manifest.shards else []
+        return self.arrow_schema.names
 
     def load(self, split: str = "train", columns: Sequence[str] | None = None, format: Format = "numpy") -> dict[str, Any]:
         """Columns of one split. Weight-sized columns are memory-mapped ``(rows, P)`` float32 arrays
@@ -129,8 +136,7 @@ class Zoo:
             except (pa.ArrowException, OSError) as err:
                 raise ZooFormatError(f"{path}: shard is damaged ({err}); run symzoo verify") from None
         if not tables:
-            schema = pq.read_schema(self.path / self.manifest.shards[0].path) if self.manifest.shards else None
-            return pa.table({c: pa.array([], schema.field(c).type if schema else pa.float64()) for c in columns})
+            return self.arrow_schema.empty_table().select(columns)
         return pa.concat_tables(tables)
 
     def _memmap(self, split: str, column: str) -> np.ndarray:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from zoo.layout import ParamLayout
 from zoo.storage.files import sha256_of
-from zoo.storage.format import DATA_DIR, STATUSES, row_schema, split_of
+from zoo.storage.format import DATA_DIR, STATUSES, split_of
 from zoo.storage.manifest import Manifest, ZooFormatError
 from zoo.storage.reader import Zoo
 
@@ -42,8 +42,7 @@ def verify_zoo(zoo_dir: str | Path) -> VerifyReport:
         return report
 
     _check_fixed_and_arch(zoo, manifest, layout, report)
-    expected = row_schema(manifest.num_params, manifest.schema.hyperparameters, list(manifest.schema.curves),
-                          list(manifest.schema.checkpoint_epochs))
+    expected = zoo.arrow_schema
     seen: dict[str, str] = {}
     for shard in manifest.shards:
         path = zoo_dir / shard.path

@@ -57,10 +57,23 @@ class ZooWriter:
     """
 
     def __init__(self, zoo_dir: str | Path, spec: ArchSpec, schema: ZooSchema = ZooSchema(),
-                 metadata: ZooMetadata = ZooMetadata()) -> None:
+                 metadata: ZooMetadata = ZooMetadata(),
+                 fixed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """``fixed`` = (flat trainable mask, flat fixed values) when the masks do not come from
+        ``spec`` (an imported zoo); by default they are those of ``spec.build()``."""
         self.dir = Path(zoo_dir)
         self.spec, self.schema = spec, schema
-        self.layout = ParamLayout.from_module(spec.build())
+        model = spec.build()
+        self.layout = ParamLayout.from_module(model)
+        if fixed is None:
+            fixed = (self.layout.trainable_mask, torch.where(self.layout.trainable_mask, 0.0, self.layout.flatten(model)))
+        else:
+            records = [
+                {**r, "fixed": int((~fixed[0][r["offset"] : r["offset"] + r["numel"]].bool()).sum())}
+                for r in self.layout.to_records()
+            ]
+            self.layout = ParamLayout.from_records(records, fixed[0].bool())
+        self._fixed_values = fixed[1].to(torch.float32).masked_fill(self.layout.trainable_mask, 0.0)
         self.arrow_schema = row_schema(self.layout.size, schema.hyperparameters, list(schema.curves),
                                        list(schema.checkpoint_epochs))
         if (self.dir / "zoo.json").exists():
@@ -95,12 +108,10 @@ class ZooWriter:
     # -- creation and reopening -----------------------------------------------------------------
     def _create(self, metadata: ZooMetadata) -> Manifest:
         (self.dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
-        fixed_values = torch.where(self.layout.trainable_mask, 0.0, self.layout.flatten(self.spec.build()))
-
         def save_fixed(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, trainable_mask=self.layout.trainable_mask.numpy(),
-                         fixed_values=fixed_values.numpy().astype(np.float32))
+                         fixed_values=self._fixed_values.numpy())
 
         atomic_write(self.dir / FIXED_FILE, save_fixed)
         manifest = Manifest(
