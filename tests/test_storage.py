@@ -242,6 +242,28 @@ def test_damaged_shard_and_bad_manifests_give_clear_errors(zoo_copy):
         open_zoo(zoo_copy)
 
 
+def test_shard_with_another_schema_is_named(zoo_copy, tmp_path):
+    other = tmp_path / "other"
+    ZooWriter(other, get_arch("mlp-mnist", "w_asym"), SCHEMA).write(
+        [ModelRecord(0, 0, np.zeros(55_050, np.float32), hyperparameters={"lr": 1.0, "steps": 1},
+                     curves={"train_loss": [1.0]})]
+    )
+    stranger = next((other / "data").glob("*.parquet"))
+    split = stranger.name.split("-")[0]
+    target = next(p for p in (zoo_copy / "data").glob(f"{split}-*.parquet"))
+    manifest = json.loads((zoo_copy / "zoo.json").read_text())
+    shutil.copy(stranger, target)
+    from zoo.storage.files import sha256_of
+
+    for shard in manifest["shards"]:  # make the checksums agree, so only the schema is wrong
+        if shard["path"] == f"data/{target.name}":
+            shard.update(sha256=sha256_of(target), bytes=target.stat().st_size, rows=1)
+    (zoo_copy / "zoo.json").write_text(json.dumps(manifest))
+    with pytest.raises(ZooFormatError, match=f"{target.name}: schema differs from zoo.json .*weights"):
+        load(zoo_copy, split, ["weights"])
+    assert any("schema differs" in p and target.name in p for p in verify_zoo(zoo_copy).problems)
+
+
 def test_cli_info_verify_export(zoo_copy, tmp_path, capsys):
     from zoo.cli import main
 

@@ -20,7 +20,7 @@ from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec, spec_from_dict
 from zoo.storage.files import atomic_write
 from zoo.storage.format import SPLITS, checkpoint_column, row_schema
-from zoo.storage.manifest import Manifest, ZooFormatError
+from zoo.storage.manifest import Manifest, ShardInfo, ZooFormatError
 
 __all__ = ["Zoo", "open_zoo", "load"]
 
@@ -102,7 +102,7 @@ class Zoo:
         """Stream a split in batches without materialising it (for zoos larger than memory)."""
         self._check_split(split)
         for shard in self.manifest.shards_of(split):
-            for batch in pq.ParquetFile(self.path / shard.path).iter_batches(batch_size, columns=list(columns)):
+            for batch in self._shard_file(shard).iter_batches(batch_size, columns=list(columns)):
                 yield {name: _to_array(batch.column(name)) for name in columns}
 
     # -- rows -----------------------------------------------------------------------------------
@@ -125,16 +125,32 @@ class Zoo:
         if split not in SPLITS:
             raise ZooFormatError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
 
+    def _shard_file(self, shard: ShardInfo) -> pq.ParquetFile:
+        """Open a shard, checking that it exists, parses and has the zoo's schema."""
+        path = self.path / shard.path
+        try:
+            handle = pq.ParquetFile(path)
+        except FileNotFoundError:
+            raise ZooFormatError(f"{path}: shard listed in zoo.json is missing") from None
+        except (pa.ArrowException, OSError) as err:
+            raise ZooFormatError(f"{path}: shard is damaged ({err}); run symzoo verify") from None
+        schema = handle.schema_arrow
+        if schema != self.arrow_schema:
+            diff = [f.name for f in self.arrow_schema if f.name not in schema.names or schema.field(f.name) != f]
+            raise ZooFormatError(
+                f"{path}: schema differs from zoo.json (columns {', '.join(diff) or 'order/extra'}; "
+                f"weights should be {self.arrow_schema.field('weights').type})"
+            )
+        return handle
+
     def _read(self, split: str, columns: list[str]) -> pa.Table:
         tables = []
         for shard in self.manifest.shards_of(split):
-            path = self.path / shard.path
+            handle = self._shard_file(shard)
             try:
-                tables.append(pq.read_table(path, columns=columns))
-            except FileNotFoundError:
-                raise ZooFormatError(f"{path}: shard listed in zoo.json is missing") from None
+                tables.append(handle.read(columns=columns))
             except (pa.ArrowException, OSError) as err:
-                raise ZooFormatError(f"{path}: shard is damaged ({err}); run symzoo verify") from None
+                raise ZooFormatError(f"{self.path / shard.path}: shard is damaged ({err}); run symzoo verify") from None
         if not tables:
             return self.arrow_schema.empty_table().select(columns)
         return pa.concat_tables(tables)
@@ -151,7 +167,7 @@ class Zoo:
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, self.layout.size))
                 start = 0
                 for shard in shards:
-                    for batch in pq.ParquetFile(self.path / shard.path).iter_batches(1024, columns=[column]):
+                    for batch in self._shard_file(shard).iter_batches(1024, columns=[column]):
                         block = _vectors_to_numpy(batch.column(0), self.layout.size)
                         array[start : start + len(block)] = block
                         start += len(block)
