@@ -1,0 +1,196 @@
+"""The batched trainer: M models per step with ``torch.func`` (stacked parameters, ``vmap`` of
+``grad`` over ``functional_call``), each with its own hyperparameters, init, data order and
+augmentation, and AdamW written functionally with per-model coefficients.
+
+A model's result depends only on its :class:`TrainJob`, never on the other models of its group:
+data order and augmentation come from counter-based streams keyed by the model's seed, and the
+models only share the masks and FiGLU matrices of the zoo's architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from generators.augment import augment_batch
+from generators.data import ImageData
+from generators.recipe import Recipe, TrainJob, learning_rates
+from generators.rng import permutations
+from zoo.layout import ParamLayout
+from zoo.nets import ArchSpec
+
+__all__ = ["TrainResult", "train_batched", "smoothed_cross_entropy", "CURVES"]
+
+CURVES = ("train_loss", "test_loss", "test_acc")
+
+
+@dataclass
+class TrainResult:
+    """What one trained model becomes: effective flat weights, metrics, curves, checkpoints."""
+
+    job: TrainJob
+    weights: Tensor
+    metrics: dict[str, float]
+    status: str
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    checkpoints: dict[int, Tensor] = field(default_factory=dict)
+
+
+def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: Tensor | float) -> Tensor:
+    """``F.cross_entropy(..., label_smoothing=ε)`` with ε a tensor, so each model has its own."""
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, target[..., None]).squeeze(-1)
+    return ((1 - smoothing) * nll - smoothing * logp.mean(dim=-1)).mean()
+
+
+class _Stack:
+    """M models of one architecture as stacked parameters over a shared template."""
+
+    def __init__(self, spec: ArchSpec, jobs: Sequence[TrainJob], device: torch.device) -> None:
+        models = [spec.build(init_seed=job.seed) for job in jobs]
+        self.template = models[0].to(device)
+        params, _ = stack_module_state(models)
+        self.params = {k: v.detach().to(device) for k, v in params.items()}
+        self.buffers = {k: v for k, v in self.template.named_buffers()}
+        self.layout = ParamLayout.from_module(self.template)
+        self.mask = self.layout.trainable_mask.to(device)
+        self.fixed = torch.where(self.mask, 0.0, self.layout.flatten(self.template).to(device))
+
+    def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.template, (params, self.buffers), (x,))
+
+    def flat(self) -> Tensor:
+        """Effective weights ``(M, P)`` in state_dict order (fixed entries re-imposed)."""
+        m = next(iter(self.params.values())).shape[0]
+        parts = []
+        for slot in self.layout.slots:
+            tensor = self.params.get(slot.name)
+            if tensor is None:
+                tensor = self.buffers[slot.name].expand(m, *slot.shape)
+            parts.append(tensor.detach().reshape(m, -1).float())
+        return torch.where(self.mask, torch.cat(parts, dim=1), self.fixed)
+
+
+@torch.no_grad()
+def _evaluate(stack: _Stack, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """Per-model mean cross-entropy and accuracy on (x, y)."""
+    forward = vmap(stack.forward, in_dims=(0, None))
+    loss_sum = acc_sum = 0.0
+    for start in range(0, len(x), chunk):
+        logits = forward(stack.params, x[start : start + chunk]).float()  # (M, n, classes)
+        target = y[start : start + chunk]
+        loss_sum = loss_sum + F.cross_entropy(logits.transpose(1, 2), target[None].expand(len(logits), -1),
+                                              reduction="none").sum(1)
+        acc_sum = acc_sum + (logits.argmax(-1) == target).sum(1)
+    return loss_sum / len(x), acc_sum.double() / len(x)
+
+
+def train_batched(
+    spec: ArchSpec,
+    data: ImageData,
+    jobs: Sequence[TrainJob],
+    recipe: Recipe,
+    *,
+    device: torch.device | str = "cpu",
+    checkpoint_epochs: Sequence[int] = (0,),
+    eval_chunk: int = 2048,
+    autocast_bf16: bool = False,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> list[TrainResult]:
+    """Train ``jobs`` together; returns one result per job, in order."""
+    device = torch.device(device)
+    data = data.to(device)
+    stack = _Stack(spec, jobs, device)
+    m = len(jobs)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype, device=device)  # noqa: E731
+    seeds = col([j.seed for j in jobs], torch.int64)
+    peak_lr, wd = col([j.lr for j in jobs]), col([j.weight_decay for j in jobs])
+    smoothing, epochs = col([j.label_smoothing for j in jobs]), col([j.epochs for j in jobs], torch.int64)
+    beta1, beta2 = recipe.betas
+    exp_avg = {k: torch.zeros_like(v) for k, v in stack.params.items()}
+    exp_avg_sq = {k: torch.zeros_like(v) for k, v in stack.params.items()}
+    steps_done = torch.zeros(m, dtype=torch.float64, device=device)
+    alive = torch.ones(m, dtype=torch.bool, device=device)
+
+    def loss_fn(params: dict[str, Tensor], x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
+        context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
+        with context:
+            logits = stack.forward(params, x)
+        return smoothed_cross_entropy(logits.float(), y, eps)
+
+    grad_step = vmap(grad_and_value(loss_fn))
+    curves: dict[str, list[list[float]]] = {c: [[] for _ in jobs] for c in CURVES}
+    checkpoints: dict[int, Tensor] = {0: stack.flat().cpu()} if 0 in checkpoint_epochs else {}
+    max_epochs = int(epochs.max())
+    step = 0
+    for epoch in range(max_epochs):
+        order = permutations(seeds, epoch, n)
+        running = torch.zeros(m, dtype=torch.float64, device=device)
+        for b in range(steps_per_epoch):
+            index = order[:, b * recipe.batch_size : (b + 1) * recipe.batch_size]
+            x = augment_batch(data.x_train[index], recipe.augment, seeds, step)
+            grads, losses = grad_step(stack.params, x, data.y_train[index], smoothing)
+            lr = learning_rates(recipe, peak_lr, epochs, steps_per_epoch, step)
+            active = alive & (epoch < epochs)
+            alive &= torch.isfinite(losses) | ~active
+            active &= alive
+            steps_done += active
+            _adamw(stack.params, grads, exp_avg, exp_avg_sq, lr * active, wd, steps_done, beta1, beta2, recipe.eps, active)
+            running += torch.where(active, losses.double(), 0.0)
+            step += 1
+        test_loss, test_acc = _evaluate(stack, data.x_test, data.y_test, eval_chunk)
+        for i in range(m):
+            if epoch < jobs[i].epochs:
+                curves["train_loss"][i].append(float(running[i] / steps_per_epoch))
+                curves["test_loss"][i].append(float(test_loss[i]))
+                curves["test_acc"][i].append(float(test_acc[i]))
+        if epoch + 1 in checkpoint_epochs:
+            checkpoints[epoch + 1] = stack.flat().cpu()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, max_epochs)
+
+    train_loss, train_acc = _evaluate(stack, data.x_train, data.y_train, eval_chunk)
+    final = stack.flat().cpu()
+    results = []
+    for i, job in enumerate(jobs):
+        ok = bool(alive[i]) and bool(torch.isfinite(final[i]).all()) and math.isfinite(float(train_loss[i]))
+        results.append(TrainResult(
+            job=job,
+            weights=final[i],
+            metrics={"train_acc": float(train_acc[i]), "train_loss": float(train_loss[i]),
+                     "test_acc": float(curves["test_acc"][i][-1]), "test_loss": float(curves["test_loss"][i][-1])},
+            status="ok" if ok else "diverged",
+            curves={c: curves[c][i] for c in CURVES},
+            checkpoints={e: w[i] for e, w in checkpoints.items() if e <= job.epochs},
+        ))
+    return results
+
+
+@torch.no_grad()
+def _adamw(params: dict[str, Tensor], grads: dict[str, Tensor], exp_avg: dict[str, Tensor],
+           exp_avg_sq: dict[str, Tensor], lr: Tensor, weight_decay: Tensor, step: Tensor,
+           beta1: float, beta2: float, eps: float, active: Tensor) -> None:
+    """``torch.optim.AdamW``'s update, per model (leading dimension), for active models only."""
+    step = step.clamp_min(1)
+    step_size = (lr.double() / (1 - beta1**step)).float()
+    bias2_sqrt = (1 - beta2**step).sqrt().float()
+    decay = 1 - lr * weight_decay
+    for name, p in params.items():
+        shape = (-1,) + (1,) * (p.ndim - 1)
+        keep = active.view(shape)
+        g = torch.where(keep, grads[name], 0.0)
+        p.mul_(decay.view(shape))
+        exp_avg[name].copy_(torch.where(keep, exp_avg[name].lerp(g, 1 - beta1), exp_avg[name]))
+        exp_avg_sq[name].copy_(torch.where(keep, exp_avg_sq[name] * beta2 + (1 - beta2) * g * g, exp_avg_sq[name]))
+        denom = exp_avg_sq[name].sqrt() / bias2_sqrt.view(shape) + eps
+        p.sub_(step_size.view(shape) * exp_avg[name] / denom)
+
