@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -20,13 +21,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from zoo.cli import arch, storage
+# Modules that add sub-commands (each has ``register(commands)``). Named, not imported, here:
+# ``zoo`` must not depend on the packages built on top of it.
+COMMAND_MODULES = ("zoo.cli.arch", "zoo.cli.storage", "generators.cli")
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="symzoo", description="Model zoos of standard and symmetry-reduced networks.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    arch.register(commands)
-    storage.register(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import dacite
 import torch
 import yaml
 from torch import nn
 
+from zoo.config import dataclass_from_dict
 from zoo.errors import SpecError
 from zoo.masks import MASK_TYPES
 from zoo.nets.variants import apply_variant
@@ -154,18 +154,6 @@ class ArchSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _int_to_float(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def _lists_to_tuples(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _lists_to_tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_lists_to_tuples(v) for v in value)
-    return value
-
-
 def _plain(value: Any) -> Any:
     """Tuples to lists, recursively, so JSON and YAML see plain lists."""
     if isinstance(value, dict):
@@ -173,9 +161,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-_DACITE = dacite.Config(strict=True, type_hooks={float: _int_to_float})
 
 
 def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
@@ -186,28 +171,7 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
     family = body.pop("family", None)
     if family not in FAMILIES:
         raise SpecError(f"{source}: field 'family' is {family!r}; expected one of {', '.join(sorted(FAMILIES))}")
-    try:
-        return dacite.from_dict(FAMILIES[family], _lists_to_tuples(body), config=_DACITE)
-    except SpecError as err:
-        raise SpecError(f"{source}: {err}") from None
-    except dacite.WrongTypeError as err:
-        got = _lookup(body, err.field_path or "")
-        expected = getattr(err.field_type, "__name__", None) if not getattr(err.field_type, "__args__", None) else None
-        raise SpecError(
-            f"{source}: field '{err.field_path}' is {got!r}; expected {expected or err.field_type}"
-        ) from None
-    except dacite.UnexpectedDataError as err:
-        raise SpecError(f"{source}: unknown field(s) {', '.join(sorted(err.keys))}") from None
-    except (dacite.DaciteError, TypeError) as err:
-        raise SpecError(f"{source}: {err}") from None
-
-
-def _lookup(data: Any, path: str) -> Any:
-    for key in path.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return None
-        data = data[key]
-    return data
+    return dataclass_from_dict(FAMILIES[family], body, source)
 
 
 def load_spec(path: str | Path) -> ArchSpec:
