@@ -63,7 +63,7 @@ def train_sequential(spec: ArchSpec, data: ImageData, job: TrainJob, recipe: Rec
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            running += float(loss)
+            running += loss.item()
         if status == "diverged":
             break
         model.eval()

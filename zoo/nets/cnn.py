@@ -17,13 +17,14 @@ __all__ = ["CNNSpec", "CNN"]
 
 @dataclass(frozen=True, kw_only=True)
 class CNNSpec(ArchSpec):
-    """A conv stack with 'same' padding, global average pooling and a linear classifier.
+    """A conv stack, global average pooling and a linear classifier.
 
     Attributes:
         in_channels, image_size: input shape ``in_channels × image_size × image_size``.
         channels: output channels of each conv layer.
         strides: stride of each conv layer (default 1 for all).
         kernel_size: square kernel size of every conv layer.
+        padding: ``same`` (``kernel_size // 2``) or ``valid`` (none, Keras' default).
         num_classes: outputs of the final Linear.
         group_norm: GroupNorm(1, C) after each conv, before the activation.
         activation: elementwise nonlinearity (FiGLU in the σ-Asym variant).
@@ -36,6 +37,7 @@ class CNNSpec(ArchSpec):
     num_classes: int
     strides: tuple[int, ...] | None = None
     kernel_size: int = 3
+    padding: str = "same"
     group_norm: bool = False
     activation: str = "relu"
 
@@ -45,6 +47,8 @@ class CNNSpec(ArchSpec):
             raise SpecError("cnn: in_channels, image_size, channels and num_classes must be positive")
         if self.strides is not None and len(self.strides) != len(self.channels):
             raise SpecError(f"cnn: strides has {len(self.strides)} entries; expected one per conv layer ({len(self.channels)})")
+        if self.padding not in ("same", "valid"):
+            raise SpecError(f"cnn: padding '{self.padding}' is unknown; expected 'same' or 'valid'")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"cnn: activation '{self.activation}' is unknown; expected one of {', '.join(ACTIVATIONS)}")
 
@@ -65,7 +69,7 @@ class CNN(nn.Module):
         k = spec.kernel_size
         self.blocks = nn.ModuleList(
             LayerBlock(
-                nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2),
+                nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2 if spec.padding == "same" else 0),
                 nn.GroupNorm(1, c_out) if spec.group_norm else None,
                 Activation(spec.activation, c_out, conv=True),
             )

@@ -24,9 +24,9 @@ from zoo.storage.writer import ModelRecord, ZooWriter
 
 __all__ = ["import_seed_pt", "import_small_cnn_zoo"]
 
-# Weights per shard (all splits together): a few hundred ResNet8s or some thousands of small CNNs,
-# so that a shard is one sequential write and memory stays bounded on zoos of any size.
-SHARD_BYTES = 128 << 20
+# Weights per shard (all splits together): about 200 ResNet8s or 3,000 small CNNs. The writer holds
+# a few copies of a shard while converting it to Arrow, so this bounds memory on zoos of any size.
+SHARD_BYTES = 64 << 20
 
 # (flat trainable mask, flat fixed values): the masks stored once per zoo.
 FixedEntries = tuple[torch.Tensor, torch.Tensor]

@@ -94,7 +94,7 @@ def import_seed_pt(src: str | Path, out: str | Path, *, variant: str | None = No
     files = _model_files(folder)
     first = _load(files[min(files)])
     chosen = _choose_variant(first, variant)
-    converter = _Converter(_spec_of(first, chosen), chosen)
+    converter = _Converter(_spec_of(first, chosen), chosen, first)
     ref_index = converter.find_reference(files)
     schema = ZooSchema({k: "int" if isinstance(v, int) else "float" for k, v in first.hyperparameters.items()})
     writer = open_writer(out, converter.spec, schema, _metadata(folder, len(files), chosen, ref_index, converter),
@@ -123,7 +123,8 @@ def _model_files(folder: Path) -> dict[int, Path]:
         if match and path.is_file():
             index = int(match[1])
             if index in files:
-                raise ZooFormatError(f"{path}: model {index} also comes from {files[index].name}; keep one file per model")
+                raise ZooFormatError(f"{path}: model {index} also comes from {files[index].name}; "
+                                     "keep one file per model")
             files[index] = path
     if not files:
         raise ZooFormatError(f"{folder}: no N.pt files; expected one torch.save((state_dict, test_acc_percent)) "
@@ -215,8 +216,9 @@ def _paper_name(name: str) -> str:
 class _Converter:
     """The paper's state_dicts of one zoo -> flat symzoo vectors; checks they share one mask set."""
 
-    def __init__(self, spec: ArchSpec, variant: str) -> None:
+    def __init__(self, spec: ArchSpec, variant: str, first: _Source) -> None:
         self.spec, self.variant = spec, variant
+        self.first_path, self.source_variant = first.path, _detect_variant(first)
         model = spec.build()
         self.layout = ParamLayout.from_module(model)
         self.w_asym_layers = set(fixed_entry_masks(model)) if variant == "w_asym" else set()
@@ -225,16 +227,16 @@ class _Converter:
 
     def find_reference(self, files: Mapping[int, Path]) -> int:
         """Pick the first model with finite weights (else the first) as the zoo's reference."""
-        first: tuple[int, _Converted] | None = None
-        for index in sorted(files):
+        indices = sorted(files)
+        for index in indices:
             converted = self.convert(_load(files[index]))
-            first = first or (index, converted)
             if status_of(converted.weights) == "ok":
-                first = (index, converted)
                 break
-        assert first is not None
-        self.reference, self.reference_path = first[1], files[first[0]]
-        return first[0]
+        else:  # every model diverged
+            index = indices[0]
+            converted = self.convert(_load(files[index]))
+        self.reference, self.reference_path = converted, files[index]
+        return index
 
     def fixed_entries(self) -> FixedEntries | None:
         """The masks and fixed values to store with the zoo (None: the spec's own are right)."""
@@ -244,6 +246,10 @@ class _Converter:
         return mask, torch.where(mask, 0.0, self.reference.weights)
 
     def convert(self, source: _Source) -> _Converted:
+        found = _detect_variant(source)
+        if found != self.source_variant:
+            raise ZooFormatError(f"{source.path}: holds a {found} ResNet8, {self.first_path.name} a "
+                                 f"{self.source_variant} one; a folder holds one variant")
         params, masks = _rename(source)
         fallback = self.reference.kappas if self.reference is not None else {}
         kappas, layer_masks = {}, {}
@@ -267,7 +273,8 @@ class _Converter:
                                  f"{self.variant} ResNet8; expected {_NAMES}")
         for name, shape in expected.items():
             if name not in params:
-                raise ZooFormatError(f"{source.path}: state_dict lacks '{_paper_name(name)}' of a {self.variant} ResNet8")
+                raise ZooFormatError(f"{source.path}: state_dict lacks '{_paper_name(name)}' "
+                                     f"of a {self.variant} ResNet8")
             if tuple(params[name].shape) != shape:
                 raise ZooFormatError(f"{source.path}: '{_paper_name(name)}' has shape {tuple(params[name].shape)}; "
                                      f"expected {shape}")
@@ -349,7 +356,8 @@ def _inferred_kappa(weight: Tensor, trainable: Tensor, normal: Tensor) -> float 
 def _metadata(folder: Path, count: int, variant: str, ref_index: int, converter: _Converter) -> ZooMetadata:
     notes = {
         "standard": "",
-        "w_asym": f" Masks and fixed values are the imported ones (kappa per layer in recipe.kappa, from model {ref_index}).",
+        "w_asym": (" Masks and fixed values are the imported ones (kappa per layer in recipe.kappa, "
+                   f"from model {ref_index})."),
         "sigma_asym": f" FiGLU matrices are read from each row; fixed.npz holds those of model {ref_index}.",
     }
     recipe: dict[str, object] = {"source": "cptq/asymmetric-networks metanet_data", "reference_model": ref_index}
