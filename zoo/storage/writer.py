@@ -22,7 +22,10 @@ from zoo.storage.format import (
 )
 from zoo.storage.manifest import Manifest, ShardInfo, ZooFormatError, ZooMetadata, ZooSchema, software_versions
 
-__all__ = ["ModelRecord", "ZooWriter"]
+__all__ = ["FixedEntries", "ModelRecord", "ZooWriter"]
+
+# (flat trainable mask, flat fixed values): the masks and fixed values stored once per zoo.
+FixedEntries = tuple[torch.Tensor, torch.Tensor]
 
 # Row groups of about this many bytes of weights: large enough for fast sequential reads, small
 # enough that a reader can fetch a slice of models without decoding a whole shard. Weight columns
@@ -58,13 +61,14 @@ class ZooWriter:
 
     def __init__(self, zoo_dir: str | Path, spec: ArchSpec, schema: ZooSchema = ZooSchema(),
                  metadata: ZooMetadata = ZooMetadata(),
-                 fixed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 fixed: FixedEntries | None = None) -> None:
         """``fixed`` = (flat trainable mask, flat fixed values) when the masks do not come from
         ``spec`` (an imported zoo); by default they are those of ``spec.build()``."""
         self.dir = Path(zoo_dir)
         self.spec, self.schema = spec, schema
         model = spec.build()
         self.layout = ParamLayout.from_module(model)
+        explicit_fixed = fixed is not None
         if fixed is None:
             fixed = (self.layout.trainable_mask, torch.where(self.layout.trainable_mask, 0.0, self.layout.flatten(model)))
         else:
@@ -78,7 +82,7 @@ class ZooWriter:
                                        list(schema.checkpoint_epochs))
         if (self.dir / "zoo.json").exists():
             self.manifest = Manifest.load(self.dir)
-            self._check_same_zoo()
+            self._check_same_zoo(check_fixed=explicit_fixed)
             self._adopt_orphans()
         else:
             self.manifest = self._create(metadata)
@@ -124,7 +128,7 @@ class ZooWriter:
         write_card(self.dir, manifest, self.arrow_schema)
         return manifest
 
-    def _check_same_zoo(self) -> None:
+    def _check_same_zoo(self, check_fixed: bool) -> None:
         if self.manifest.arch != self.spec.to_dict():
             raise ZooFormatError(
                 f"{self.dir} holds a zoo of another architecture or variant ({self.manifest.arch.get('family')}, "
@@ -132,6 +136,12 @@ class ZooWriter:
             )
         if self.manifest.schema != self.schema:
             raise ZooFormatError(f"{self.dir} holds a zoo with other columns ({self.manifest.schema.to_dict()})")
+        if check_fixed:  # imported masks: the stored ones must be the same, or rows rebuild wrongly
+            with np.load(self.dir / self.manifest.fixed_file) as stored:
+                same = np.array_equal(stored["trainable_mask"], self.layout.trainable_mask.numpy()) and np.allclose(
+                    stored["fixed_values"], self._fixed_values.numpy(), rtol=1e-5, atol=1e-6)
+            if not same:
+                raise ZooFormatError(f"{self.dir} holds a zoo with other masks or fixed values; write to a new directory")
 
     def _adopt_orphans(self) -> None:
         listed = {s.path for s in self.manifest.shards}

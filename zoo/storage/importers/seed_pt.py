@@ -47,7 +47,8 @@ from torch import Tensor
 
 from zoo.layout import ParamLayout, fixed_entry_masks
 from zoo.nets import VARIANTS, ArchSpec, get_arch
-from zoo.storage.importers import FixedEntries, open_writer, require_dir, status_of, write_models
+from zoo.storage.importers.common import require_dir, status_of, write_models
+from zoo.storage.writer import FixedEntries, ZooWriter
 from zoo.storage.manifest import ZooFormatError, ZooMetadata, ZooSchema
 from zoo.storage.writer import ModelRecord
 
@@ -97,7 +98,7 @@ def import_seed_pt(src: str | Path, out: str | Path, *, variant: str | None = No
     converter = _Converter(_spec_of(first, chosen), chosen, first)
     ref_index = converter.find_reference(files)
     schema = ZooSchema({k: "int" if isinstance(v, int) else "float" for k, v in first.hyperparameters.items()})
-    writer = open_writer(out, converter.spec, schema, _metadata(folder, len(files), chosen, ref_index, converter),
+    writer = ZooWriter(out, converter.spec, schema, _metadata(folder, len(files), chosen, ref_index, converter),
                          converter.fixed_entries())
 
     def records(chunk: Sequence[int]) -> Iterator[ModelRecord]:

@@ -50,7 +50,8 @@ from zoo.layout import ParamLayout
 from zoo.nets import CNNSpec
 from zoo.nn import ACTIVATIONS
 from zoo.storage.format import METRICS
-from zoo.storage.importers import open_writer, require_dir, status_of, write_models
+from zoo.storage.importers.common import require_dir, status_of, write_models
+from zoo.storage.writer import ZooWriter
 from zoo.storage.manifest import ZooFormatError, ZooMetadata, ZooSchema
 from zoo.storage.writer import ModelRecord
 
@@ -102,7 +103,7 @@ def import_small_cnn_zoo(src: str | Path, out: str | Path) -> Path:
     hyper, dropped = _hyperparameters(table)
     metrics = {ours: _metric(table, theirs, metrics_path)
                for theirs, ours in _METRIC_COLUMNS.items() if theirs in table}
-    writer = open_writer(out, spec, ZooSchema({name: "float" for name in hyper}),
+    writer = ZooWriter(out, spec, ZooSchema({name: "float" for name in hyper}),
                          _metadata(folder, weights.shape[0], spec, dataset, hyper, dropped))
 
     def records(chunk: Sequence[int]) -> Iterator[ModelRecord]:
