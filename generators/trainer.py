@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from generators.augment import augment_batch
 from generators.data import ImageData
@@ -44,10 +44,11 @@ class TrainResult:
 
 
 def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: Tensor | float) -> Tensor:
-    """``F.cross_entropy(..., label_smoothing=ε)`` with ε a tensor, so each model has its own."""
+    """``F.cross_entropy(..., label_smoothing=ε)`` averaged over the last batch dimension, with ε
+    a tensor broadcast against ``target`` (so each model has its own): ``(M, B, C) -> (M,)``."""
     logp = torch.log_softmax(logits, dim=-1)
     nll = -logp.gather(-1, target[..., None]).squeeze(-1)
-    return ((1 - smoothing) * nll - smoothing * logp.mean(dim=-1)).mean()
+    return ((1 - smoothing) * nll - smoothing * logp.mean(dim=-1)).mean(dim=-1)
 
 
 class _Stack:
@@ -57,11 +58,24 @@ class _Stack:
         models = [spec.build(init_seed=job.seed) for job in jobs]
         self.template = models[0].to(device)
         params, _ = stack_module_state(models)
-        self.params = {k: v.detach().to(device) for k, v in params.items()}
+        # One contiguous (M, P_trainable) buffer, with every parameter a view into it, so the
+        # optimiser updates all tensors of all models in a handful of kernels.
+        self.flat_params = torch.cat([v.detach().reshape(len(models), -1) for v in params.values()], 1).to(device)
+        self.shapes = {name: tuple(value.shape) for name, value in params.items()}
+        self.params = self.views(self.flat_params)
         self.buffers = {k: v for k, v in self.template.named_buffers()}
         self.layout = ParamLayout.from_module(self.template)
         self.mask = self.layout.trainable_mask.to(device)
         self.fixed = torch.where(self.mask, 0.0, self.layout.flatten(self.template).to(device))
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        """Per-parameter views ``(M, *shape)`` into a flat ``(M, P_trainable)`` buffer."""
+        views, offset = {}, 0
+        for name, shape in self.shapes.items():
+            numel = math.prod(shape[1:])
+            views[name] = flat[:, offset : offset + numel].view(shape)
+            offset += numel
+        return views
 
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.template, (params, self.buffers), (x,))
@@ -116,18 +130,21 @@ def train_batched(
     peak_lr, wd = col([j.lr for j in jobs]), col([j.weight_decay for j in jobs])
     smoothing, epochs = col([j.label_smoothing for j in jobs]), col([j.epochs for j in jobs], torch.int64)
     beta1, beta2 = recipe.betas
-    exp_avg = {k: torch.zeros_like(v) for k, v in stack.params.items()}
-    exp_avg_sq = {k: torch.zeros_like(v) for k, v in stack.params.items()}
+    exp_avg, exp_avg_sq = torch.zeros_like(stack.flat_params), torch.zeros_like(stack.flat_params)
     steps_done = torch.zeros(m, dtype=torch.float64, device=device)
     alive = torch.ones(m, dtype=torch.bool, device=device)
 
-    def loss_fn(params: dict[str, Tensor], x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
-        context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
-        with context:
-            logits = stack.forward(params, x)
-        return smoothed_cross_entropy(logits.float(), y, eps)
+    forward = vmap(stack.forward)
 
-    grad_step = vmap(grad_and_value(loss_fn))
+    def grad_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-model gradients ``(M, P_trainable)`` and losses ``(M,)``: the models' parameters
+        are disjoint, so one backward pass of the summed losses gives every model's gradient."""
+        flat = stack.flat_params.detach().requires_grad_()
+        with torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext():
+            logits = forward(stack.views(flat), x)
+        losses = smoothed_cross_entropy(logits.float(), y, smoothing[:, None])
+        (grads,) = torch.autograd.grad(losses.sum(), flat)
+        return grads, losses.detach()
     curves: dict[str, list[list[float]]] = {c: [[] for _ in jobs] for c in CURVES}
     checkpoints: dict[int, Tensor] = {0: stack.flat().cpu()} if 0 in checkpoint_epochs else {}
     max_epochs = int(epochs.max())
@@ -138,13 +155,13 @@ def train_batched(
         for b in range(steps_per_epoch):
             index = order[:, b * recipe.batch_size : (b + 1) * recipe.batch_size]
             x = augment_batch(data.x_train[index], recipe.augment, seeds, step)
-            grads, losses = grad_step(stack.params, x, data.y_train[index], smoothing)
+            grads, losses = grad_step(x, data.y_train[index])
             lr = learning_rates(recipe, peak_lr, epochs, steps_per_epoch, step)
             active = alive & (epoch < epochs)
             alive &= torch.isfinite(losses) | ~active
             active &= alive
             steps_done += active
-            _adamw(stack.params, grads, exp_avg, exp_avg_sq, lr * active, wd, steps_done, beta1, beta2, recipe.eps, active)
+            _adamw(stack.flat_params, grads, exp_avg, exp_avg_sq, lr * active, wd, steps_done, beta1, beta2, recipe.eps)
             running += torch.where(active, losses.double(), 0.0)
             step += 1
         test_loss, test_acc = _evaluate(stack, data.x_test, data.y_test, eval_chunk)
@@ -176,21 +193,16 @@ def train_batched(
 
 
 @torch.no_grad()
-def _adamw(params: dict[str, Tensor], grads: dict[str, Tensor], exp_avg: dict[str, Tensor],
-           exp_avg_sq: dict[str, Tensor], lr: Tensor, weight_decay: Tensor, step: Tensor,
-           beta1: float, beta2: float, eps: float, active: Tensor) -> None:
-    """``torch.optim.AdamW``'s update, per model (leading dimension), for active models only."""
-    step = step.clamp_min(1)
-    step_size = (lr.double() / (1 - beta1**step)).float()
+def _adamw(params: Tensor, grads: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, lr: Tensor,
+           weight_decay: Tensor, step: Tensor, beta1: float, beta2: float, eps: float) -> None:
+    """``torch.optim.AdamW``'s update on ``(M, P)`` buffers with per-model ``lr``, ``weight_decay``
+    and ``step``. Models with ``lr = 0`` (finished or diverged) keep their parameters; their
+    moments still move, which no longer matters."""
+    step = step.clamp_min(1)[:, None]
+    step_size = (lr.double()[:, None] / (1 - beta1**step)).float()
     bias2_sqrt = (1 - beta2**step).sqrt().float()
-    decay = 1 - lr * weight_decay
-    for name, p in params.items():
-        shape = (-1,) + (1,) * (p.ndim - 1)
-        keep = active.view(shape)
-        g = torch.where(keep, grads[name], 0.0)
-        p.mul_(decay.view(shape))
-        exp_avg[name].copy_(torch.where(keep, exp_avg[name].lerp(g, 1 - beta1), exp_avg[name]))
-        exp_avg_sq[name].copy_(torch.where(keep, exp_avg_sq[name] * beta2 + (1 - beta2) * g * g, exp_avg_sq[name]))
-        denom = exp_avg_sq[name].sqrt() / bias2_sqrt.view(shape) + eps
-        p.sub_(step_size.view(shape) * exp_avg[name] / denom)
-
+    params.mul_(1 - (lr * weight_decay)[:, None])
+    exp_avg.lerp_(grads, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+    denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
+    params.sub_(exp_avg.div(denom).mul_(step_size))

@@ -1,0 +1,112 @@
+"""Batched vs sequential training of the same models, in one run: models/hour and their ratio.
+
+    python3 -m benchmarks.trainer_speed --preset digits-mlp --models 128 --epochs 5
+    python3 -m benchmarks.trainer_speed --preset mnist-cnn --models 64 --epochs 1 --sequential 8
+    python3 -m benchmarks.trainer_speed --preset cifar10-resnet8 --synthetic --device cuda --models 512 --epochs 10
+
+Both trainers get identical jobs (the zoo preset's first models, with ``--epochs`` fixed so the
+work is known) and the same data on the same device. The sequential rate is measured on the first
+``--sequential`` of them (default: all). ``--synthetic`` replaces the data set by random tensors
+of its shape (throughput does not depend on pixel values), e.g. for CIFAR-10 without the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from generators.data import ImageData, load_images
+from generators.generate import resolve_device
+from generators.reference import train_sequential
+from generators.trainer import train_batched
+from generators.zoospec import get_zoo_spec
+
+_SHAPES = {"digits": ((1, 8, 8), 1347, 450), "mnist": ((1, 28, 28), 60_000, 10_000),
+           "fashion_mnist": ((1, 28, 28), 60_000, 10_000), "cifar10": ((3, 32, 32), 50_000, 10_000)}
+
+
+def synthetic(name: str) -> ImageData:
+    shape, n_train, n_test = _SHAPES[name]
+    g = torch.Generator().manual_seed(0)
+    return ImageData(name, torch.randn(n_train, *shape, generator=g), torch.randint(0, 10, (n_train,), generator=g),
+                     torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g), 10)
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                               "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="digits-mlp")
+    parser.add_argument("--variant", default="standard")
+    parser.add_argument("--models", type=int, default=128, help="models trained together (M)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of every model")
+    parser.add_argument("--sequential", type=int, help="models timed with the sequential trainer (default: all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--synthetic", action="store_true", help="random data of the data set's shape")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    spec = dataclasses.replace(get_zoo_spec(args.preset), variant=args.variant)
+    arch = spec.arch_spec()
+    device = resolve_device(args.device)
+    data = synthetic(spec.dataset) if args.synthetic else load_images(spec.dataset, args.data_dir)
+    if spec.train_subset:
+        data = dataclasses.replace(data, x_train=data.x_train[: spec.train_subset], y_train=data.y_train[: spec.train_subset])
+    jobs = [dataclasses.replace(spec.job(i), epochs=args.epochs) for i in range(args.models)]
+    n_seq = min(args.sequential or args.models, args.models)
+
+    def timed(fn):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return result, time.perf_counter() - start
+
+    print(f"batched: {args.models} models x {args.epochs} epochs on {device} ...", file=sys.stderr)
+    batched, t_batched = timed(lambda: train_batched(arch, data, jobs, spec.recipe, device=device, autocast_bf16=args.bf16))
+    print(f"sequential: {n_seq} models ...", file=sys.stderr)
+    sequential, t_seq = timed(lambda: [train_sequential(arch, data, j, spec.recipe, device=device) for j in jobs[:n_seq]])
+    agree = max(float((b.weights - s.weights).abs().max()) for b, s in zip(batched, sequential))
+    rate_b, rate_s = 3600 * args.models / t_batched, 3600 * n_seq / t_seq
+    report = {
+        "preset": args.preset, "variant": args.variant, "device": str(device), "models": args.models,
+        "epochs": args.epochs, "train_examples": len(data.x_train), "batch_size": spec.recipe.batch_size,
+        "synthetic": args.synthetic, "batched_seconds": round(t_batched, 2), "sequential_models": n_seq,
+        "sequential_seconds": round(t_seq, 2), "batched_models_per_hour": round(rate_b),
+        "sequential_models_per_hour": round(rate_s), "speedup": round(rate_b / rate_s, 2),
+        "max_weight_difference": agree, "machine": machine(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{args.preset} ({args.variant}) on {device}, {args.epochs} epochs of {len(data.x_train)} examples, "
+          f"batch {spec.recipe.batch_size}")
+    print(f"  batched    M={args.models:<5} {t_batched:8.1f} s  {rate_b:>12,.0f} models/hour")
+    print(f"  sequential n={n_seq:<5} {t_seq:8.1f} s  {rate_s:>12,.0f} models/hour")
+    print(f"  speedup {rate_b / rate_s:.1f}x; max |w_batched - w_sequential| = {agree:.2e}")
+
+
+if __name__ == "__main__":
+    main()
