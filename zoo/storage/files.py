@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_text", "sha256_of"]
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a hidden temp file beside ``path``, fsync it, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+    """Call ``write(tmp)`` on a hidden temp file beside ``path``, fsync it, then rename it into place.
+
+    ``durable=False`` skips the fsyncs: for caches that can be rebuilt, where only atomicity matters.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION", "MANIFEST", "CARD", "FIXED_FILE", "DATA_DIR", "SPLITS", "STATUSES",
-    "METRICS", "model_id_of", "split_of", "checkpoint_column", "curve_column", "row_schema",
+    "METRICS", "model_id_of", "split_of", "checkpoint_column", "curve_column", "row_schema", "vector_type",
 ]
 
 SCHEMA_VERSION = 1
@@ -43,6 +43,11 @@ def curve_column(metric: str) -> str:
     return f"curve_{metric}"
 
 
+def vector_type(num_params: int) -> pa.DataType:
+    """Weights: a fixed-size list of non-null float32 (non-null items decode about 2x faster)."""
+    return pa.list_(pa.field("item", pa.float32(), nullable=False), num_params)
+
+
 def row_schema(
     num_params: int,
     hyperparameters: dict[str, str],
@@ -54,7 +59,7 @@ def row_schema(
     ``hyperparameters`` maps names to ``"int"`` or ``"float"``. Weights are fixed-size lists of
     float32, so readers get a ``(rows, num_params)`` array without per-row offsets.
     """
-    weights = pa.list_(pa.float32(), num_params)
+    weights = vector_type(num_params)
     fields = [
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("index", pa.int64(), nullable=False),

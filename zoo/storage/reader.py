@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -161,21 +162,29 @@ class Zoo:
         key = hashlib.sha256("".join(s.sha256 for s in shards).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"{split}-{column}-{key}.npy"
         if not path.exists():
-            rows = sum(s.rows for s in shards)
+            blocks, start = [], 0  # (shard, row group, first row): decoded in parallel below
+            for shard in shards:
+                meta = self._shard_file(shard).metadata
+                for group in range(meta.num_row_groups):
+                    blocks.append((shard, group, start))
+                    start += meta.row_group(group).num_rows
 
             def fill(tmp: Path) -> None:
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, self.layout.size))
-                start = 0
-                for shard in shards:
-                    for batch in self._shard_file(shard).iter_batches(1024, columns=[column]):
-                        block = _vectors_to_numpy(batch.column(0), self.layout.size)
-                        array[start : start + len(block)] = block
-                        start += len(block)
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(start, self.layout.size))
+
+                def decode(block: tuple[ShardInfo, int, int]) -> None:
+                    shard, group, first = block
+                    table = pq.ParquetFile(self.path / shard.path).read_row_group(group, [column], use_threads=False)
+                    values = _vectors_to_numpy(table.column(0), self.layout.size)
+                    array[first : first + len(values)] = values
+
+                with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                    list(pool.map(decode, blocks))
                 array.flush()
                 del array
 
             try:
-                atomic_write(path, fill)
+                atomic_write(path, fill, durable=False)  # a cache: rebuilt if lost
             except (pa.ArrowException, OSError) as err:
                 raise ZooFormatError(f"{self.path}: cannot read column '{column}' of split '{split}' ({err})") from None
         return np.load(path, mmap_mode="c")

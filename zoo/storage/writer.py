@@ -18,7 +18,7 @@ from zoo.storage.card import write_card
 from zoo.storage.files import atomic_write, sha256_of
 from zoo.storage.format import (
     DATA_DIR, FIXED_FILE, METRICS, SPLITS, STATUSES, checkpoint_column, curve_column, model_id_of,
-    row_schema, split_of,
+    row_schema, split_of, vector_type,
 )
 from zoo.storage.manifest import Manifest, ShardInfo, ZooFormatError, ZooMetadata, ZooSchema, software_versions
 
@@ -245,4 +245,4 @@ def _vectors(vectors: Sequence[np.ndarray | torch.Tensor | None], size: int) -> 
         if vector is not None:
             stacked[i] = vector.detach().cpu().numpy() if isinstance(vector, torch.Tensor) else vector
     mask = pa.array(missing) if missing.any() else None
-    return pa.FixedSizeListArray.from_arrays(pa.array(stacked.reshape(-1)), size, mask=mask)
+    return pa.FixedSizeListArray.from_arrays(pa.array(stacked.reshape(-1)), type=vector_type(size), mask=mask)
