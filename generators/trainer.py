@@ -55,8 +55,12 @@ class _Stack:
     """M models of one architecture as stacked parameters over a shared template."""
 
     def __init__(self, spec: ArchSpec, jobs: Sequence[TrainJob], device: torch.device) -> None:
-        models = [spec.build(init_seed=job.seed) for job in jobs]
-        self.template = models[0].to(device)
+        self.template = spec.build(init_seed=jobs[0].seed).to(device)
+        # The variants share the standard network's parameter names and initial values (fixed
+        # W-Asym entries are re-imposed by the layers' forward and by flat()), so the per-model
+        # inits come from the cheap standard build; masks and FiGLU matrices live in the template.
+        standard = spec.with_variant("standard")
+        models = [standard.build(init_seed=job.seed) for job in jobs]
         params, _ = stack_module_state(models)
         # One contiguous (M, P_trainable) buffer, with every parameter a view into it, so the
         # optimiser updates all tensors of all models in a handful of kernels.

@@ -135,7 +135,7 @@ class ArchSpec:
         values. The global RNG state is left untouched.
         """
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(init_seed))
+            torch.random.default_generator.manual_seed(int(init_seed))  # CPU only: no CUDA lazy-init cost
             model = self.build_standard()
         model = apply_variant(model, self)
         return model.to(device) if device is not None else model
