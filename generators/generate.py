@@ -105,13 +105,16 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
     start, diverged = time.perf_counter(), 0
     with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
               desc=f"{spec.name} ({spec.variant}, {target.type})", dynamic_ncols=True) as bar:
+        def show(epoch: int, epochs: int) -> None:  # progress inside a shard, which may take minutes
+            elapsed = time.perf_counter() - start
+            rate = f"{3600 * bar.n / elapsed:,.0f}" if bar.n else "-"
+            bar.set_postfix_str(f"shard epoch {epoch}/{epochs}, {rate} models/h, {diverged} diverged")
+
         for first in range(0, len(todo), spec.batch_models):
             jobs = [spec.job(i) for i in todo[first : first + spec.batch_models]]
-            results = train_batched(arch, data, jobs, spec.recipe, device=target,
+            results = train_batched(arch, data, jobs, spec.recipe, device=target, on_epoch=show,
                                     checkpoint_epochs=spec.checkpoint_epochs, autocast_bf16=autocast_bf16)
             writer.write([_record(r) for r in results])
             diverged += sum(r.status == "diverged" for r in results)
             bar.update(len(jobs))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(models_per_hour=f"{3600 * bar.n / elapsed:,.0f}", diverged=diverged)
     return GenerateReport(out, len(todo), skipped, diverged, time.perf_counter() - start)

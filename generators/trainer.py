@@ -149,6 +149,7 @@ def train_batched(
         losses = smoothed_cross_entropy(logits.float(), y, smoothing[:, None])
         (grads,) = torch.autograd.grad(losses.sum(), flat)
         return grads, losses.detach()
+
     curves: dict[str, list[list[float]]] = {c: [[] for _ in jobs] for c in CURVES}
     checkpoints: dict[int, Tensor] = {0: stack.flat().cpu()} if 0 in checkpoint_epochs else {}
     max_epochs = int(epochs.max())
