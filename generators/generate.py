@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -73,8 +74,7 @@ def _check_resumable(out: Path, expected: ZooMetadata) -> None:
 
 
 def _plain(value: object) -> object:
-    import json
-
+    """As it reads back from JSON (tuples become lists), for comparing with a stored manifest."""
     return json.loads(json.dumps(value))
 
 

@@ -143,13 +143,6 @@ class ZooSpec:
                         lr=h.lr.sample(rng), weight_decay=h.weight_decay.sample(rng),
                         label_smoothing=h.label_smoothing.sample(rng), epochs=int(h.epochs.sample(rng)))
 
-    def identity(self) -> dict[str, Any]:
-        """The fields a zoo directory must agree on to be resumed or grown (all but its size)."""
-        data = self.to_dict()
-        for key in ("n_models", "batch_models", "name"):
-            data.pop(key)
-        return data
-
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
