@@ -419,3 +419,17 @@ def test_seed_pt_rejects_a_folder_of_mixed_variants(tmp_path):
     save_models(tmp_path / "src", {0: paper_state("standard", 0), 1: paper_state("w_asym", 1)})
     with pytest.raises(ZooFormatError, match=r"1\.pt: holds a w_asym ResNet8, 0\.pt a standard one"):
         import_seed_pt(tmp_path / "src", tmp_path / "zoo")
+
+
+def test_import_command_line(tmp_path, capsys):
+    from zoo.cli import main
+
+    save_models(tmp_path / "resnet8", {i: paper_state("w_asym", seed=i, masks=paper_masks()) for i in range(3)})
+    assert main(["import", "seed-pt", str(tmp_path / "resnet8"), "--out", str(tmp_path / "paper")]) == 0
+    assert "imported 3 models" in capsys.readouterr().out
+    write_small_cnn_zoo(tmp_path / "mnist")
+    assert main(["import", "small-cnn-zoo", str(tmp_path / "mnist"), "--out", str(tmp_path / "cnn")]) == 0
+    assert "imported 12 models" in capsys.readouterr().out
+    assert main(["import", "seed-pt", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere: no such folder" in err
