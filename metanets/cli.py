@@ -1,0 +1,117 @@
+"""``symzoo metanet train|predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metanets.models import METANETS, get_metanet
+from metanets.train import TARGETS, MetanetConfig, evaluate, load_features, train_metanet
+from zoo.cli import print_json
+from zoo.errors import SpecError
+from zoo.storage import SPLITS, open_zoo
+from zoo.storage.files import atomic_write, atomic_write_text
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("metanet", help="train metanets that predict a zoo's accuracies from weights")
+    sub = group.add_subparsers(dest="metanet_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("train", help="learning-rate search + K seeds; R² and Kendall τ")
+    p.add_argument("--zoo", required=True, metavar="DIR")
+    p.add_argument("--model", required=True, help=", ".join(METANETS))
+    p.add_argument("--target", default="test_acc", choices=TARGETS)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--lrs", type=float, nargs="+", help="learning-rate grid (default: the paper's)")
+    p.add_argument("--include-diverged", action="store_true")
+    p.add_argument("--out", metavar="DIR", help="where results go (default ZOO/metanets/MODEL-TARGET)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("predict", help="score a zoo with a trained metanet")
+    p.add_argument("--metanet", required=True, metavar="FILE", help="metanet.pt written by metanet train")
+    p.add_argument("--zoo", required=True, metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {"target": args.target, "seeds": args.seeds, "epochs": args.epochs,
+                               "include_diverged": args.include_diverged}
+    if args.lrs:
+        options["lrs"] = tuple(args.lrs)
+    config = MetanetConfig(model=args.model, **options)
+    result = train_metanet(args.zoo, config, quiet=args.quiet)
+    state, features = result.pop("_best_state"), result.pop("_features")
+    out = Path(args.out) if args.out else Path(args.zoo) / "metanets" / f"{args.model}-{args.target}"
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {"config": result["config"], "input_dim": result["input_dim"], "view": result["view"],
+             "state_dict": state, "normalizer": features.normalizer, "zoo": str(args.zoo)}
+    atomic_write(out / "metanet.pt", lambda tmp: torch.save(saved, tmp))
+    model = get_metanet(args.model).build(result["input_dim"])
+    model.load_state_dict(state)
+    pred, _ = evaluate(model, features, "test")
+    _scatter(pred, features.targets["test"].numpy(), out / "scatter.png",
+             f"{args.model} on {Path(args.zoo).name}: test R² {result['test']['r2']:.3f}, τ {result['test']['kendall_tau']:.3f}",
+             args.target)
+    result["files"] = {"results": str(out / "results.json"), "scatter": str(out / "scatter.png"),
+                       "metanet": str(out / "metanet.pt")}
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.model} on {args.zoo} ({result['target']}, lr {result['lr']:g}, {config.seeds} seeds, "
+              f"{result['excluded_diverged']} diverged models excluded)")
+        for split in ("val", "test"):
+            print(f"  {split:<5} R² {result[split]['r2']:.4f}   Kendall τ {result[split]['kendall_tau']:.4f}")
+        print(f"  wrote {out}/results.json, scatter.png, metanet.pt")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    try:
+        saved = torch.load(args.metanet, weights_only=False)
+        config = MetanetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    except (OSError, KeyError, TypeError, RuntimeError) as err:
+        raise SpecError(f"{args.metanet}: not a metanet file written by 'symzoo metanet train' ({err})") from None
+    entry = get_metanet(config.model)
+    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved["normalizer"])
+    if features.input_dim != saved["input_dim"]:
+        raise SpecError(f"{args.zoo}: metanet reads {saved['input_dim']} inputs but this zoo gives {features.input_dim}; "
+                        "it needs a zoo of the same architecture")
+    model = entry.build(saved["input_dim"])
+    model.load_state_dict(saved["state_dict"])
+    report = {"metanet": args.metanet, "zoo": args.zoo, "model": config.model, "target": config.target,
+              **{split: evaluate(model, features, split)[1] for split in SPLITS if len(features.targets[split]) > 1}}
+    if args.json:
+        print_json(report)
+    else:
+        for split in SPLITS:
+            if split in report:
+                print(f"{split:<11} R² {report[split]['r2']:.4f}   Kendall τ {report[split]['kendall_tau']:.4f}")
+    return 0
+
+
+def _scatter(pred: np.ndarray, true: np.ndarray, path: Path, title: str, target: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(true, pred, s=8, alpha=0.6)
+    low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    ax.set_xlabel(f"true {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

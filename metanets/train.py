@@ -1,0 +1,200 @@
+"""Training and evaluating metanets on a zoo: the paper's protocol (PAPER.md §3).
+
+MSE on the target, AdamW (weight decay 1e-2), batch 128, 50 epochs; the learning rate is chosen
+from a grid by validation R² (seed 0), then K seeds are trained with it and each reports its test
+R² and Kendall τ at its best-validation epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+from sklearn.metrics import r2_score
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from metanets.models import MetanetEntry, get_metanet
+from metanets.views import statistics_view, trainable_view
+from zoo.errors import SpecError
+from zoo.layout import ParamLayout
+from zoo.storage import SPLITS, Zoo, open_zoo
+
+__all__ = ["MetanetConfig", "ZooFeatures", "load_features", "train_metanet", "evaluate"]
+
+TARGETS = ("test_acc", "train_acc", "lr", "weight_decay", "label_smoothing", "epochs")
+
+
+@dataclass(frozen=True)
+class MetanetConfig:
+    model: str
+    target: str = "test_acc"
+    epochs: int = 50
+    batch_size: int = 128
+    weight_decay: float = 1e-2
+    lrs: tuple[float, ...] = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+    seeds: int = 5
+    include_diverged: bool = False
+
+    def __post_init__(self) -> None:
+        get_metanet(self.model)
+        if self.target not in TARGETS:
+            raise SpecError(f"unknown target '{self.target}'; expected one of {', '.join(TARGETS)}")
+        if self.epochs <= 0 or self.seeds <= 0 or self.batch_size <= 0 or not self.lrs:
+            raise SpecError("epochs, seeds, batch_size must be positive and lrs non-empty")
+
+
+@dataclass
+class ZooFeatures:
+    """Per split: the inputs a metanet reads (weights stay memory-mapped and are viewed per batch;
+    statistics are computed once and standardised with the train split's mean and std) and targets."""
+
+    entry: MetanetEntry
+    layout: ParamLayout
+    inputs: dict[str, Tensor]
+    targets: dict[str, Tensor]
+    excluded: int
+    normalizer: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def input_dim(self) -> int:
+        return self.layout.num_trainable if self.entry.view == "weights" else self.inputs["train"].shape[1]
+
+    def batch(self, split: str, index: Tensor) -> Tensor:
+        x = self.inputs[split][index].float()
+        if self.entry.view == "weights":
+            return trainable_view(x, self.layout)
+        mean, std = self.normalizer  # type: ignore[misc]
+        return (x - mean) / std
+
+
+def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: bool = False,
+                  normalizer: tuple[Tensor, Tensor] | None = None) -> ZooFeatures:
+    if target not in zoo.columns():
+        raise SpecError(f"{zoo.path}: the zoo has no column '{target}' to predict")
+    layout = zoo.layout
+    inputs, targets, excluded = {}, {}, 0
+    for split in SPLITS:
+        data = zoo.load(split, ["weights", target, "status"], format="numpy")
+        keep = np.array([include_diverged or s == "ok" for s in data["status"]], dtype=bool)
+        y = np.asarray(data[target], dtype=np.float64)
+        keep &= np.isfinite(y)
+        excluded += int((~keep).sum())
+        rows = np.flatnonzero(keep)
+        weights = torch.from_numpy(data["weights"])  # memory-mapped: rows are read when indexed
+        if entry.view == "statistics":
+            blocks = [statistics_view(weights[torch.from_numpy(rows[i : i + 512])], layout)
+                      for i in range(0, max(len(rows), 1), 512)]
+            inputs[split] = torch.cat(blocks)
+        else:
+            inputs[split] = weights[torch.from_numpy(rows)] if len(rows) < 4096 else _RowView(weights, rows)
+        targets[split] = torch.from_numpy(y[rows]).float()
+    if entry.view == "statistics" and normalizer is None:
+        train = inputs["train"]
+        normalizer = (train.mean(0), train.std(0).clamp_min(1e-8))
+    return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer)
+
+
+class _RowView:
+    """Selected rows of a memory-mapped weight matrix, read only when a batch asks for them."""
+
+    def __init__(self, weights: Tensor, rows: np.ndarray) -> None:
+        self.weights, self.rows = weights, torch.from_numpy(rows)
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        return self.weights[self.rows[index]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    if len(true) < 2:
+        return {"r2": math.nan, "kendall_tau": math.nan}
+    tau = kendalltau(pred, true).statistic
+    return {"r2": float(r2_score(true, pred)), "kendall_tau": float(tau) if np.isfinite(tau) else math.nan}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, features: ZooFeatures, split: str, batch_size: int = 512) -> tuple[np.ndarray, dict[str, float]]:
+    model.eval()
+    n = len(features.targets[split])
+    preds = [model(features.batch(split, torch.arange(i, min(n, i + batch_size)))) for i in range(0, n, batch_size)]
+    pred = torch.cat(preds).numpy() if preds else np.zeros(0)
+    return pred, _metrics(pred, features.targets[split].numpy())
+
+
+def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> dict[str, Any]:
+    """One training run; returns the best-validation epoch's metrics and model state."""
+    torch.manual_seed(seed)
+    model = features.entry.build(features.input_dim)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    n = len(features.targets["train"])
+    generator = torch.Generator().manual_seed(seed)
+    best: dict[str, Any] = {"val": {"r2": -math.inf}}
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            index = order[start : start + config.batch_size]
+            if len(index) < 2:  # BatchNorm (DMC) needs two examples
+                continue
+            loss = nn.functional.mse_loss(model(features.batch("train", index)), features.targets["train"][index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        _, val = evaluate(model, features, "validation")
+        if not np.isfinite(val["r2"]):
+            val["r2"] = -math.inf
+        if val["r2"] > best["val"]["r2"]:
+            _, test = evaluate(model, features, "test")
+            best = {"val": val, "test": test, "epoch": epoch + 1,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    return best
+
+
+def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = False) -> dict[str, Any]:
+    """Learning-rate search, then ``config.seeds`` runs; returns results and the best model."""
+    zoo = open_zoo(zoo_path)
+    entry = get_metanet(config.model)
+    features = load_features(zoo, entry, config.target, config.include_diverged)
+    if min(len(features.targets[s]) for s in SPLITS) < 2:
+        raise SpecError(f"{zoo_path}: each split needs at least 2 usable models to train and evaluate a metanet")
+    runs = len(config.lrs) + config.seeds
+    with tqdm(total=runs, desc=f"{config.model} on {Path(zoo_path).name}", unit="run", disable=quiet or None,
+              file=sys.stderr) as bar:
+        search = {}
+        for lr in config.lrs:
+            search[lr] = _fit(features, config, lr, seed=0)
+            bar.update()
+        lr = max(search, key=lambda k: search[k]["val"]["r2"])
+        per_seed = []
+        for seed in range(config.seeds):
+            per_seed.append(search[lr] if seed == 0 else _fit(features, config, lr, seed))
+            bar.update()
+    mean = lambda split, key: float(np.mean([r[split][key] for r in per_seed]))  # noqa: E731
+    best = max(per_seed, key=lambda r: r["val"]["r2"])
+    return {
+        "model": config.model,
+        "zoo": str(zoo_path),
+        "target": config.target,
+        "view": entry.view,
+        "input_dim": features.input_dim,
+        "params": sum(p.numel() for p in entry.build(features.input_dim).parameters()),
+        "lr": lr,
+        "lr_search": {str(k): v["val"]["r2"] for k, v in search.items()},
+        "val": {"r2": mean("val", "r2"), "kendall_tau": mean("val", "kendall_tau")},
+        "test": {"r2": mean("test", "r2"), "kendall_tau": mean("test", "kendall_tau")},
+        "per_seed": [{"seed": i, "epoch": r["epoch"], "val": r["val"], "test": r["test"]} for i, r in enumerate(per_seed)],
+        "excluded_diverged": features.excluded,
+        "config": asdict(config),
+        "_best_state": best["state"],
+        "_features": features,
+    }
+
