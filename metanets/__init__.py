@@ -1,7 +1,7 @@
 """Metanetworks that read a network's weights and predict its properties."""
 
-from metanets.models import METANETS, MetanetEntry, get_metanet, register_metanet
+from metanets.models import METANETS, VIEWS, MetanetContext, MetanetEntry, get_metanet, register_metanet
 from metanets.views import STATISTICS, statistics_view, trainable_view
 
-__all__ = ["METANETS", "MetanetEntry", "STATISTICS", "get_metanet", "register_metanet", "statistics_view",
+__all__ = ["METANETS", "VIEWS", "MetanetContext", "MetanetEntry", "STATISTICS", "get_metanet", "register_metanet", "statistics_view",
            "trainable_view"]

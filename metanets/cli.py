@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     saved = {"config": result["config"], "input_dim": result["input_dim"], "view": result["view"],
              "state_dict": state, "normalizer": features.normalizer, "zoo": str(args.zoo)}
     atomic_write(out / "metanet.pt", lambda tmp: torch.save(saved, tmp))
-    model = get_metanet(args.model).build(result["input_dim"])
+    model = features.build()
     model.load_state_dict(state)
     pred, _ = evaluate(model, features, "test")
     _scatter(pred, features.targets["test"].numpy(), out / "scatter.png",
@@ -86,7 +86,7 @@ def _predict(args: argparse.Namespace) -> int:
     if features.input_dim != saved["input_dim"]:
         raise SpecError(f"{args.zoo}: metanet reads {saved['input_dim']} inputs but this zoo gives {features.input_dim}; "
                         "it needs a zoo of the same architecture")
-    model = entry.build(saved["input_dim"])
+    model = features.build()
     model.load_state_dict(saved["state_dict"])
     report = {"metanet": args.metanet, "zoo": args.zoo, "model": config.model, "target": config.target,
               **{split: evaluate(model, features, split)[1] for split in SPLITS if len(features.targets[split]) > 1}}

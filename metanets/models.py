@@ -12,29 +12,46 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from zoo.errors import SpecError
+from zoo.layout import ParamLayout
+from zoo.nets import ArchSpec
 
-__all__ = ["MetanetEntry", "METANETS", "register_metanet", "get_metanet", "MLPMetanet", "StatNN", "DeepSets", "DMC"]
+__all__ = ["MetanetContext", "MetanetEntry", "METANETS", "VIEWS", "register_metanet", "get_metanet", "MLPMetanet", "StatNN", "DeepSets", "DMC"]
+
+
+@dataclass(frozen=True)
+class MetanetContext:
+    """What a metanet may know when it is built: its input size, and the zoo's layout and
+    architecture (graph and weight-space metanets rebuild per-layer structure from them)."""
+
+    input_dim: int
+    layout: ParamLayout
+    arch: ArchSpec
 
 
 @dataclass(frozen=True)
 class MetanetEntry:
-    """``view``: ``weights`` (trainable entries of the flat vector) or ``statistics``."""
+    """``view``: ``weights`` (trainable entries of the flat vector), ``statistics`` (per-tensor
+    statistics) or ``flat`` (all effective weights, in layout order)."""
 
     name: str
     view: str
-    build: Callable[[int], nn.Module]
+    build: Callable[[MetanetContext], nn.Module]
     invariant: bool  # invariant to hidden-unit permutations by construction
 
 
+VIEWS = ("weights", "statistics", "flat")
 METANETS: dict[str, MetanetEntry] = {}
 
+Builder = Callable[[MetanetContext], nn.Module]
 
-def register_metanet(name: str, view: str, invariant: bool = False) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
-    """Decorator registering ``build(input_dim) -> nn.Module`` under ``name``."""
-    if view not in ("weights", "statistics"):
-        raise ValueError(f"view must be 'weights' or 'statistics', got {view!r}")
 
-    def decorate(build: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+def register_metanet(name: str, view: str, invariant: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator registering ``build(context) -> nn.Module`` under ``name``; the module maps a
+    batch of inputs of the given view to one prediction per row."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+
+    def decorate(build: Builder) -> Builder:
         METANETS[name] = MetanetEntry(name, view, build, invariant)
         return build
 
@@ -119,8 +136,8 @@ class _SetReadout(DeepSets):
         super().__init__(in_channels=hidden, hidden=hidden, rho_layers=1)
 
 
-register_metanet("linear", "weights")(lambda d: nn.Sequential(nn.Linear(d, 1), nn.Flatten(0)))
-register_metanet("mlp", "weights")(lambda d: MLPMetanet(d))
-register_metanet("statnn", "statistics", invariant=True)(lambda d: StatNN(d))
-register_metanet("deepsets", "weights", invariant=True)(lambda d: DeepSets())
-register_metanet("dmc", "weights")(lambda d: DMC())
+register_metanet("linear", "weights")(lambda c: nn.Sequential(nn.Linear(c.input_dim, 1), nn.Flatten(0)))
+register_metanet("mlp", "weights")(lambda c: MLPMetanet(c.input_dim))
+register_metanet("statnn", "statistics", invariant=True)(lambda c: StatNN(c.input_dim))
+register_metanet("deepsets", "weights", invariant=True)(lambda c: DeepSets())
+register_metanet("dmc", "weights")(lambda c: DMC())

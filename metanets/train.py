@@ -20,10 +20,11 @@ from sklearn.metrics import r2_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from metanets.models import MetanetEntry, get_metanet
+from metanets.models import MetanetContext, MetanetEntry, get_metanet
 from metanets.views import statistics_view, trainable_view
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout
+from zoo.nets import ArchSpec
 from zoo.storage import SPLITS, Zoo, open_zoo
 
 __all__ = ["MetanetConfig", "ZooFeatures", "load_features", "train_metanet", "evaluate"]
@@ -62,12 +63,24 @@ class ZooFeatures:
     excluded: int
     normalizer: tuple[Tensor, Tensor] | None = None
 
+    arch: ArchSpec | None = None
+
     @property
     def input_dim(self) -> int:
-        return self.layout.num_trainable if self.entry.view == "weights" else self.inputs["train"].shape[1]
+        if self.entry.view == "statistics":
+            return self.inputs["train"].shape[1]
+        return self.layout.num_trainable if self.entry.view == "weights" else self.layout.size
+
+    def context(self) -> MetanetContext:
+        return MetanetContext(self.input_dim, self.layout, self.arch)
+
+    def build(self) -> nn.Module:
+        return self.entry.build(self.context())
 
     def batch(self, split: str, index: Tensor) -> Tensor:
         x = self.inputs[split][index].float()
+        if self.entry.view == "flat":
+            return x
         if self.entry.view == "weights":
             return trainable_view(x, self.layout)
         mean, std = self.normalizer  # type: ignore[misc]
@@ -98,7 +111,7 @@ def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: 
     if entry.view == "statistics" and normalizer is None:
         train = inputs["train"]
         normalizer = (train.mean(0), train.std(0).clamp_min(1e-8))
-    return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer)
+    return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer, zoo.spec)
 
 
 class _RowView:
@@ -133,7 +146,7 @@ def evaluate(model: nn.Module, features: ZooFeatures, split: str, batch_size: in
 def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> dict[str, Any]:
     """One training run; returns the best-validation epoch's metrics and model state."""
     torch.manual_seed(seed)
-    model = features.entry.build(features.input_dim)
+    model = features.build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     n = len(features.targets["train"])
     generator = torch.Generator().manual_seed(seed)
@@ -186,7 +199,7 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
         "target": config.target,
         "view": entry.view,
         "input_dim": features.input_dim,
-        "params": sum(p.numel() for p in entry.build(features.input_dim).parameters()),
+        "params": sum(p.numel() for p in features.build().parameters()),
         "lr": lr,
         "lr_search": {str(k): v["val"]["r2"] for k, v in search.items()},
         "val": {"r2": mean("val", "r2"), "kendall_tau": mean("val", "kendall_tau")},

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metanets.models import METANETS, get_metanet
+from metanets.models import METANETS, MetanetContext, get_metanet
 from metanets.views import statistics_view, trainable_view
 from zoo import ParamLayout, SpecError, get_arch, permutation_spec, permute_state_dict, random_permutations
 
@@ -10,16 +10,21 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def build(name: str, input_dim: int, arch: str = "resnet8", variant: str = "standard") -> torch.nn.Module:
+    spec = get_arch(arch, variant)
+    return get_metanet(name).build(MetanetContext(input_dim, ParamLayout.from_module(spec.build()), spec))
+
+
 def test_paper_metanet_sizes_on_resnet8_layouts():
     standard = ParamLayout.from_module(get_arch("resnet8").build())
     w_asym = ParamLayout.from_module(get_arch("resnet8", "w_asym").build())
-    assert count(get_metanet("mlp").build(standard.num_trainable)) == 4_994_945
-    assert count(get_metanet("mlp").build(w_asym.num_trainable)) == 3_880_833
+    assert count(build("mlp", standard.num_trainable)) == 4_994_945
+    assert count(build("mlp", w_asym.num_trainable, variant="w_asym")) == 3_880_833
     weights = standard.flatten(get_arch("resnet8").build())[None]
     assert statistics_view(weights, standard).shape == (1, 203)
-    assert count(get_metanet("statnn").build(203)) == 119_297
-    assert count(get_metanet("deepsets").build(standard.size)) == 8_897
-    assert count(get_metanet("dmc").build(standard.size)) == 105_357
+    assert count(build("statnn", 203)) == 119_297
+    assert count(build("deepsets", standard.size)) == 8_897
+    assert count(build("dmc", standard.size)) == 105_357
 
 
 def permuted_pair(arch: str, n: int = 3):
@@ -41,8 +46,10 @@ def test_invariant_metanets_ignore_hidden_unit_permutations_and_the_mlp_does_not
     assert not torch.equal(x, x_perm)
     torch.manual_seed(0)
     for name, entry in METANETS.items():
-        view = (lambda w: statistics_view(w, layout)) if entry.view == "statistics" else (lambda w: trainable_view(w, layout))
-        model = entry.build(view(x).shape[1]).eval()
+        views = {"statistics": lambda w: statistics_view(w, layout), "weights": lambda w: trainable_view(w, layout),
+                 "flat": lambda w: w}
+        view = views[entry.view]
+        model = build(name, view(x).shape[1], arch).eval()
         with torch.no_grad():
             out, out_perm = model(view(x)), model(view(x_perm))
         if entry.invariant:
@@ -83,7 +90,7 @@ def test_training_on_a_real_zoo_beats_the_untrained_metanet(digits_zoo, model):
     result = train_metanet(digits_zoo, config, quiet=True)
     features = result["_features"]
     torch.manual_seed(0)
-    _, untrained = evaluate(get_metanet(model).build(features.input_dim), features, "validation")
+    _, untrained = evaluate(features.build(), features, "validation")
     assert result["val"]["r2"] > untrained["r2"]
     if model == "statnn":  # 30 steps on 64 models leave the weight-reading metanets undertrained
         assert result["test"]["r2"] > 0 and result["test"]["kendall_tau"] > 0
