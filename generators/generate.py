@@ -100,7 +100,8 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
     metadata = _metadata(spec, data)
     _check_resumable(out, metadata)
     writer = ZooWriter(out, arch, zoo_schema(spec), metadata)
-    todo = [i for i in range(spec.n_models) if i not in writer.stored_indices]
+    stored = writer.stored_indices
+    todo = [i for i in range(spec.n_models) if i not in stored]
     skipped = spec.n_models - len(todo)
     start, diverged = time.perf_counter(), 0
     with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,

@@ -41,7 +41,8 @@ def write_models(writer: ZooWriter, indices: Sequence[int],
 
     ``records(chunk)`` yields the records of one chunk of indices; only one chunk is in memory.
     """
-    pending = [i for i in indices if i not in writer.stored_indices]
+    stored = writer.stored_indices
+    pending = [i for i in indices if i not in stored]
     per_shard = max(1, SHARD_BYTES // (4 * writer.layout.size))
     with tqdm(total=len(pending), desc=desc, unit="model", disable=None, file=sys.stderr) as bar:
         for start in range(0, len(pending), per_shard):
