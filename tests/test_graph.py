@@ -3,7 +3,8 @@ import torch
 
 import metanets.gmn  # noqa: F401  (registers "gmn")
 from metanets.models import MetanetContext, get_metanet
-from zoo import ParamLayout, get_arch, permutation_spec, permute_state_dict, random_permutations
+from tests.helpers import fit, permuted_networks
+from zoo import ParamLayout, get_arch, permutation_spec
 from zoo.graph import INPUT, OUTPUT, graph_template, to_graphs
 
 
@@ -78,23 +79,9 @@ def test_variants_have_the_standard_graph(variant):
     assert other.num_edges == standard.num_edges and other.edge_features == standard.edge_features
 
 
-def networks(arch: str, n: int = 2):
-    """Flat vectors of ``n`` random networks and of their hidden-unit permutations."""
-    spec = get_arch(arch)
-    layout = ParamLayout.from_module(spec.build())
-    originals, permuted = [], []
-    for i in range(n):
-        model = spec.build(init_seed=i)
-        state, perm_spec = model.state_dict(), permutation_spec(model)
-        perms = random_permutations(perm_spec, 100 + i)
-        originals.append(layout.flatten(state))
-        permuted.append(layout.flatten(permute_state_dict(state, perm_spec, perms)))
-    return torch.stack(originals), torch.stack(permuted)
-
-
 @pytest.mark.parametrize("arch", ["mlp-digits", "cnn-mnist", "resnet8"])
 def test_gmn_is_invariant_to_hidden_unit_permutations(arch):
-    x, x_perm = networks(arch)
+    _, x, x_perm = permuted_networks(get_arch(arch), n=2)
     assert not torch.equal(x, x_perm)
     model = gmn(arch).eval()
     with torch.no_grad():
@@ -110,13 +97,6 @@ def test_gmn_trains_on_a_batch_of_graphs():
     layout = ParamLayout.from_module(spec.build())
     weights = torch.stack([layout.flatten(spec.build(init_seed=i)) for i in range(4)])
     targets = torch.tensor([0.2, -0.5, 1.0, 0.3])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = torch.nn.functional.mse_loss(model(weights), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, weights, targets)
     # below what predicting the mean achieves: the model tells the four networks apart
     assert losses[-1] < 0.1 * losses[0] and losses[-1] < 0.2 * targets.var(unbiased=False).item()

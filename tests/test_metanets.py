@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from metanets.models import METANETS, MetanetContext, get_metanet
+from tests.helpers import permuted_networks
 from metanets.views import statistics_view, trainable_view
-from zoo import ParamLayout, SpecError, get_arch, permutation_spec, permute_state_dict, random_permutations
+from zoo import ParamLayout, SpecError, get_arch
 
 
 def count(module: torch.nn.Module) -> int:
@@ -27,22 +28,9 @@ def test_paper_metanet_sizes_on_resnet8_layouts():
     assert count(build("dmc", standard.size)) == 105_357
 
 
-def permuted_pair(arch: str, n: int = 3):
-    spec = get_arch(arch)
-    layout = ParamLayout.from_module(spec.build())
-    originals, permuted = [], []
-    for i in range(n):
-        model = spec.build(init_seed=i)
-        state = model.state_dict()
-        perms = random_permutations(permutation_spec(model), 100 + i)
-        originals.append(layout.flatten(state))
-        permuted.append(layout.flatten(permute_state_dict(state, permutation_spec(model), perms)))
-    return layout, torch.stack(originals), torch.stack(permuted)
-
-
 @pytest.mark.parametrize("arch", ["resnet8", "cnn-mnist", "mlp-digits"])
 def test_invariant_metanets_ignore_hidden_unit_permutations_and_the_mlp_does_not(arch):
-    layout, x, x_perm = permuted_pair(arch)
+    layout, x, x_perm = permuted_networks(get_arch(arch))
     assert not torch.equal(x, x_perm)
     torch.manual_seed(0)
     for name, entry in METANETS.items():

@@ -8,7 +8,8 @@ import torch
 import metanets.nfn  # noqa: F401  (registers "nfn")
 from metanets.models import MetanetContext, get_metanet
 from metanets.nfn import NFN, NPLinear, NPPool, chain_layers, unflatten_chain
-from zoo import ParamLayout, SpecError, get_arch, permutation_spec, permute_state_dict, random_permutations
+from tests.helpers import fit, permuted_networks
+from zoo import ParamLayout, SpecError, get_arch
 from zoo.nets import CNNSpec, MLPSpec
 
 
@@ -72,17 +73,6 @@ def build_nfn(spec) -> tuple[torch.nn.Module, ParamLayout]:
     return nfn.eval(), layout
 
 
-def permuted_pairs(spec, layout: ParamLayout, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    originals, permuted = [], []
-    for i in range(n):
-        model = spec.build(init_seed=i)
-        state = model.state_dict()
-        pspec = permutation_spec(model)
-        originals.append(layout.flatten(state))
-        permuted.append(layout.flatten(permute_state_dict(state, pspec, random_permutations(pspec, 100 + i))))
-    return torch.stack(originals), torch.stack(permuted)
-
-
 SPECS = {
     "mlp-digits": get_arch("mlp-digits"),
     "mlp-mnist": get_arch("mlp-mnist"),
@@ -96,7 +86,7 @@ SPECS = {
 def test_nfn_is_invariant_to_hidden_permutations(name):
     spec = SPECS[name]
     nfn, layout = build_nfn(spec)
-    originals, permuted = permuted_pairs(spec, layout)
+    _, originals, permuted = permuted_networks(spec)
     assert not torch.equal(originals, permuted)
     with torch.no_grad():
         y, y_perm = nfn(originals), nfn(permuted)
@@ -133,12 +123,5 @@ def test_few_adamw_steps_reduce_mse():
     nfn = NFN(layout, spec)
     x = torch.stack([layout.flatten(spec.build(init_seed=i)) for i in range(16)])
     y = torch.randn(16, generator=torch.Generator().manual_seed(1))
-    optimizer = torch.optim.AdamW(nfn.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = torch.nn.functional.mse_loss(nfn(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(nfn, x, y)
     assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,34 @@
+"""Shared test helpers: networks with their hidden-unit permutations, and a tiny fitting loop."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from zoo import ArchSpec, ParamLayout, permutation_spec, permute_state_dict, random_permutations
+
+
+def permuted_networks(spec: ArchSpec, n: int = 3) -> tuple[ParamLayout, Tensor, Tensor]:
+    """Flat vectors of ``n`` random networks of ``spec`` and of a random hidden-unit permutation
+    of each (the same functions, for standard networks)."""
+    layout = ParamLayout.from_module(spec.build())
+    originals, permuted = [], []
+    for i in range(n):
+        model = spec.build(init_seed=i)
+        state, perm_spec = model.state_dict(), permutation_spec(model)
+        originals.append(layout.flatten(state))
+        permuted.append(layout.flatten(permute_state_dict(state, perm_spec, random_permutations(perm_spec, 100 + i))))
+    return layout, torch.stack(originals), torch.stack(permuted)
+
+
+def fit(model: nn.Module, x: Tensor, y: Tensor, steps: int = 60, lr: float = 3e-3) -> list[float]:
+    """MSE losses of ``steps`` full-batch AdamW steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
