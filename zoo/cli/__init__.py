@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Modules that add sub-commands (each has ``register(commands)``). Named, not imported, here:
 # ``zoo`` must not depend on the packages built on top of it.
-COMMAND_MODULES = ("zoo.cli.arch", "zoo.cli.storage", "generators.cli", "metanets.cli")
+COMMAND_MODULES = ("zoo.cli.arch", "zoo.cli.storage", "generators.cli", "metanets.cli", "benchmarks.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

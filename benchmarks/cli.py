@@ -1,0 +1,46 @@
+"""``symzoo bench run`` and ``symzoo quickstart``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks.leaderboard import BenchConfig, MetanetSetting, ZooEntry, load_bench_config, markdown_table, run_bench
+
+# The main job on the offline default: paired standard and W-Asym digits zoos, the MLP and StatNN
+# metanets; a few minutes on 2 CPU cores.
+QUICKSTART = BenchConfig(
+    name="quickstart: digits MLP zoos, standard vs W-Asym",
+    zoos=(
+        ZooEntry("standard", preset="digits-mlp", overrides={"n_models": 600}),
+        ZooEntry("w_asym", preset="digits-mlp", overrides={"n_models": 600, "variant": "w_asym"}),
+    ),
+    metanets=(MetanetSetting("mlp", seeds=3), MetanetSetting("statnn", seeds=3)),
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="leaderboards and paper experiments")
+    sub = bench.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
+    p = sub.add_parser("run", help="every (zoo, metanet) cell of a config; resumable")
+    p.add_argument("config", metavar="CONFIG", help="leaderboard YAML (see benchmarks/configs/)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=lambda args: _run(load_bench_config(args.config), Path(args.out), args.quiet))
+
+    p = commands.add_parser("quickstart", help="generate paired digits zoos and rank metanets on them (offline)")
+    p.add_argument("--out", default="symzoo-quickstart", metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=lambda args: _run(QUICKSTART, Path(args.out), args.quiet))
+
+
+def _run(config: BenchConfig, out: Path, quiet: bool) -> int:
+    started = time.perf_counter()
+    cells = run_bench(config, out, quiet=quiet)
+    print(f"{config.name}: test R² / Kendall τ (mean ± std over seeds), predicting {config.target}\n")
+    print(markdown_table(config, cells))
+    print(f"\nwrote {out}/leaderboard.md, .json, .csv, .png, .html ({time.perf_counter() - started:.0f} s)")
+    for entry in config.zoos:
+        print(f"zoo {entry.name}: {entry.path or out / 'zoos' / entry.name}")
+    return 0

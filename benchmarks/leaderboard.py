@@ -1,0 +1,220 @@
+"""The leaderboard: every (zoo, metanet) cell of a config, with R² and Kendall τ (mean ± std over
+seeds), written as JSON, CSV, Markdown, a grouped bar chart and a self-contained HTML page.
+
+Zoos are existing directories or zoo specs generated first (resumably). Each finished cell is
+saved on its own, so re-running a config skips what is done.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import io
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from generators.generate import generate
+from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
+from metanets.train import MetanetConfig, train_metanet
+from zoo.config import dataclass_from_dict
+from zoo.errors import SpecError
+from zoo.storage.files import atomic_write_text
+
+__all__ = ["ZooEntry", "MetanetSetting", "BenchConfig", "load_bench_config", "run_bench"]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A column of the leaderboard: an existing zoo (``path``) or one to generate from ``preset``
+    with ``overrides`` of its zoo-spec fields (e.g. variant, n_models, arch)."""
+
+    name: str
+    path: str | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.preset is None):
+            raise SpecError(f"zoo '{self.name}': give exactly one of 'path' (an existing zoo) or 'preset'")
+
+    def zoo_spec(self) -> ZooSpec:
+        assert self.preset is not None
+        base = get_zoo_spec(self.preset).to_dict()
+        return zoo_spec_from_dict({**base, "name": self.name, **self.overrides}, f"zoo '{self.name}'")
+
+
+@dataclass(frozen=True)
+class MetanetSetting:
+    model: str
+    seeds: int = 5
+    epochs: int = 50
+    lrs: tuple[float, ...] | None = None
+
+    def config(self, target: str) -> MetanetConfig:
+        extra = {"lrs": self.lrs} if self.lrs else {}
+        return MetanetConfig(model=self.model, target=target, seeds=self.seeds, epochs=self.epochs, **extra)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    zoos: tuple[ZooEntry, ...]
+    metanets: tuple[MetanetSetting, ...]
+    target: str = "test_acc"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.zoos or not self.metanets:
+            raise SpecError("a leaderboard needs at least one zoo and one metanet")
+        for m in self.metanets:
+            m.config(self.target)  # unknown metanet or target -> error before any work
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read benchmark config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with name, zoos and metanets")
+    return dataclass_from_dict(BenchConfig, data, str(path))
+
+
+def _environment() -> dict[str, Any]:
+    import zoo
+
+    return {"symzoo": zoo.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"}
+
+
+def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list[dict[str, Any]]:
+    """Run every cell not yet done; write the leaderboard files; return the cells."""
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    zoo_dirs = {}
+    for entry in config.zoos:
+        if entry.path is not None:
+            zoo_dirs[entry.name] = Path(entry.path)
+            continue
+        spec = entry.zoo_spec()
+        zoo_dirs[entry.name] = out / "zoos" / entry.name
+        started = time.perf_counter()
+        generate(spec, zoo_dirs[entry.name], data_dir=config.data_dir, quiet=quiet)
+        _log(quiet, f"zoo {entry.name}: ready in {time.perf_counter() - started:.1f} s")
+    cells = []
+    for entry in config.zoos:
+        for setting in config.metanets:
+            cell_file = out / "cells" / f"{entry.name}__{setting.model}.json"
+            if cell_file.exists():
+                cells.append(json.loads(cell_file.read_text()))
+                continue
+            started = time.perf_counter()
+            result = train_metanet(zoo_dirs[entry.name], setting.config(config.target), quiet=quiet)
+            result.pop("_best_state"), result.pop("_features")
+            seeds = result["per_seed"]
+            cell = {
+                "zoo": entry.name, "metanet": setting.model, "zoo_dir": str(zoo_dirs[entry.name]),
+                **{f"{split}_{metric}": _summary([s[split][metric] for s in seeds])
+                   for split in ("val", "test") for metric in ("r2", "kendall_tau")},
+                "lr": result["lr"], "seeds": len(seeds), "excluded_diverged": result["excluded_diverged"],
+                "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **_environment(),
+            }
+            atomic_write_text(cell_file, json.dumps(cell, indent=2))
+            _log(quiet, f"{entry.name} x {setting.model}: test R² {cell['test_r2']['mean']:.3f}, "
+                        f"τ {cell['test_kendall_tau']['mean']:.3f} ({cell['seconds']:.0f} s)")
+            cells.append(cell)
+    _write_outputs(config, cells, out)
+    return cells
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def _log(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def markdown_table(config: BenchConfig, cells: list[dict[str, Any]]) -> str:
+    by = {(c["zoo"], c["metanet"]): c for c in cells}
+    zoos = [z.name for z in config.zoos]
+    lines = [f"| metanet | {' | '.join(zoos)} |", f"|---|{'---|' * len(zoos)}"]
+    for m in config.metanets:
+        row = []
+        for z in zoos:
+            c = by[(z, m.model)]
+            row.append(f"{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f} / "
+                       f"{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}")
+        lines.append(f"| {m.model} | {' | '.join(row)} |")
+    return "\n".join(lines)
+
+
+def _bar_chart(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {(c["zoo"], c["metanet"]): c for c in cells}
+    models, zoos = [m.model for m in config.metanets], [z.name for z in config.zoos]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / len(zoos)
+    for ax, key, label in zip(axes, ("test_r2", "test_kendall_tau"), ("test R²", "test Kendall τ")):
+        for j, z in enumerate(zoos):
+            x = np.arange(len(models)) + j * width
+            ax.bar(x, [by[(z, m)][key]["mean"] for m in models], width,
+                   yerr=[by[(z, m)][key]["std"] for m in models], label=z, capsize=2)
+        ax.set_xticks(np.arange(len(models)) + width * (len(zoos) - 1) / 2, models)
+        ax.set_ylabel(label)
+        ax.axhline(0, color="grey", linewidth=0.8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{config.name}: predicting {config.target} from weights")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _write_outputs(config: BenchConfig, cells: list[dict[str, Any]], out: Path) -> None:
+    atomic_write_text(out / "leaderboard.json", json.dumps({"name": config.name, "target": config.target,
+                                                            "config": dataclasses.asdict(config), "cells": cells}, indent=2))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["zoo", "metanet", "test_r2_mean", "test_r2_std", "test_tau_mean", "test_tau_std",
+                     "val_r2_mean", "val_tau_mean", "lr", "seeds", "seconds", "device"])
+    for c in cells:
+        writer.writerow([c["zoo"], c["metanet"], c["test_r2"]["mean"], c["test_r2"]["std"], c["test_kendall_tau"]["mean"],
+                         c["test_kendall_tau"]["std"], c["val_r2"]["mean"], c["val_kendall_tau"]["mean"], c["lr"],
+                         c["seeds"], c["seconds"], c["device"]])
+    atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
+    table = markdown_table(config, cells)
+    atomic_write_text(out / "leaderboard.md", f"# {config.name}\n\nTest R² / Kendall τ (mean ± std over seeds) "
+                                              f"predicting `{config.target}`.\n\n{table}\n")
+    png = _bar_chart(config, cells, out / "leaderboard.png")
+    rows = "".join(f"<tr><td>{c['zoo']}</td><td>{c['metanet']}</td><td>{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f}</td>"
+                   f"<td>{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}</td><td>{c['seconds']}</td>"
+                   f"<td>{c['device']}</td></tr>" for c in cells)
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{config.name}</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:4px 8px;text-align:right}</style></head><body>"
+            f"<h1>{config.name}</h1><p>Predicting <code>{config.target}</code> from weights; mean ± std over seeds.</p>"
+            "<table><tr><th>zoo</th><th>metanet</th><th>test R²</th><th>test Kendall τ</th><th>seconds</th><th>device</th></tr>"
+            f"{rows}</table><p><img alt='leaderboard' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
+            "</body></html>")
+    atomic_write_text(out / "leaderboard.html", html)

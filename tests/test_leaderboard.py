@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from benchmarks.leaderboard import BenchConfig, MetanetSetting, ZooEntry, load_bench_config, run_bench
+from zoo import SpecError
+
+QUICK = {"n_models": 40, "hyperparameters": {"epochs": {"kind": "int_uniform", "low": 1, "high": 3}}}
+
+
+def small_config() -> BenchConfig:
+    return BenchConfig(
+        name="tiny",
+        zoos=(ZooEntry("standard", preset="digits-mlp", overrides=QUICK),
+              ZooEntry("w_asym", preset="digits-mlp", overrides={**QUICK, "variant": "w_asym"})),
+        metanets=(MetanetSetting("statnn", seeds=2, epochs=3, lrs=(1e-3,)),
+                  MetanetSetting("linear", seeds=1, epochs=2, lrs=(1e-3,))),
+    )
+
+
+def test_leaderboard_runs_every_cell_writes_all_formats_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "board"
+    cells = run_bench(small_config(), out, quiet=True)
+    assert {(c["zoo"], c["metanet"]) for c in cells} == {(z, m) for z in ("standard", "w_asym") for m in ("statnn", "linear")}
+    statnn = next(c for c in cells if c["metanet"] == "statnn")
+    assert statnn["seeds"] == 2 and set(statnn["test_r2"]) == {"mean", "std"} and statnn["device"].startswith("cpu")
+    for name in ("leaderboard.json", "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (out / "leaderboard.html").read_text()
+    assert "| statnn |" in (out / "leaderboard.md").read_text()
+    assert len(json.loads((out / "leaderboard.json").read_text())["cells"]) == 4
+
+    import benchmarks.leaderboard as leaderboard
+
+    monkeypatch.setattr(leaderboard, "train_metanet", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    assert run_bench(small_config(), out, quiet=True) == cells
+
+
+def test_bad_configs_fail_before_any_work(tmp_path):
+    with pytest.raises(SpecError, match="unknown metanet 'gpt'"):
+        BenchConfig(name="x", zoos=(ZooEntry("a", preset="digits-mlp"),), metanets=(MetanetSetting("gpt"),))
+    with pytest.raises(SpecError, match="exactly one of 'path'"):
+        ZooEntry("a", path="somewhere", preset="digits-mlp")
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nzoos: [{name: a, preset: digits-mlp}]\nmetanets: [{model: mlp}]\ncolour: red\n")
+    with pytest.raises(SpecError, match="bad.yaml: unknown field\\(s\\) colour"):
+        load_bench_config(path)
+
+
+def test_shipped_configs_parse(tmp_path):
+    from pathlib import Path
+
+    for config in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")):
+        parsed = load_bench_config(config)
+        assert parsed.zoos and parsed.metanets
+        for zoo in parsed.zoos:
+            zoo.zoo_spec().arch_spec()  # every zoo and architecture resolves
