@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
 from metanets.train import MetanetConfig, train_metanet
-from zoo.config import dataclass_from_dict
+from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
 from zoo.storage.files import atomic_write_text
 
@@ -81,13 +80,7 @@ class BenchConfig:
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read benchmark config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_config_file(path, "benchmark config")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with name, zoos and metanets")
     return dataclass_from_dict(BenchConfig, data, str(path))

@@ -19,7 +19,7 @@ import yaml
 
 from generators.data import DATASETS
 from generators.recipe import Augment, Recipe, TrainJob
-from zoo.config import dataclass_from_dict
+from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
 from zoo.nets import VARIANTS, ArchSpec, get_arch, spec_from_dict
 from zoo.seeding import derive_seed
@@ -157,14 +157,7 @@ def zoo_spec_from_dict(data: Any, source: str = "zoo spec") -> ZooSpec:
 
 
 def load_zoo_spec(path: str | Path) -> ZooSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read zoo config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return zoo_spec_from_dict(data, str(path))
+    return zoo_spec_from_dict(read_config_file(path, "zoo config"), str(path))
 
 
 def _small(lr: tuple[float, float], epochs: tuple[int, int]) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dacite
+import yaml
 
 from zoo.errors import SpecError
 
-__all__ = ["dataclass_from_dict"]
+__all__ = ["dataclass_from_dict", "read_config_file"]
 
 T = TypeVar("T")
 
@@ -51,3 +54,18 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
         raise SpecError(f"{source}: unknown field(s) {', '.join(sorted(err.keys))}") from None
     except (dacite.DaciteError, TypeError) as err:
         raise SpecError(f"{source}: {err}") from None
+
+
+def read_config_file(path: str | Path, what: str) -> Any:
+    """The parsed content of a ``.json`` or YAML file; unreadable or malformed files become a
+    one-line ``SpecError`` naming the file (``what`` says what it should be, e.g. "zoo config")."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read {what} ({err.strerror})") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError(f"{path}: not valid {kind} ({str(err).splitlines()[0]})") from None

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from zoo.config import dataclass_from_dict
+from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
 from zoo.masks import MASK_TYPES
 from zoo.nets.variants import apply_variant
@@ -176,13 +176,4 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
 
 def load_spec(path: str | Path) -> ArchSpec:
     """Read a spec from a ``.json``, ``.yaml`` or ``.yml`` file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read spec file ({err.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})".replace("\n", " ")) from None
-    return spec_from_dict(data, source=str(path))
+    return spec_from_dict(read_config_file(path, "spec file"), source=str(path))
