@@ -115,8 +115,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list
                 cells.append(json.loads(cell_file.read_text()))
                 continue
             started = time.perf_counter()
-            result = train_metanet(zoo_dirs[entry.name], setting.config(config.target), quiet=quiet)
-            result.pop("_best_state"), result.pop("_features")
+            result = train_metanet(zoo_dirs[entry.name], setting.config(config.target), quiet=quiet).summary
             seeds = result["per_seed"]
             cell = {
                 "zoo": entry.name, "metanet": setting.model, "zoo_dir": str(zoo_dirs[entry.name]),

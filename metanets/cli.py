@@ -48,8 +48,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.lrs:
         options["lrs"] = tuple(args.lrs)
     config = MetanetConfig(model=args.model, **options)
-    result = train_metanet(args.zoo, config, quiet=args.quiet)
-    state, features = result.pop("_best_state"), result.pop("_features")
+    run = train_metanet(args.zoo, config, quiet=args.quiet)
+    result, state, features = run.summary, run.best_state, run.features
     out = Path(args.out) if args.out else Path(args.zoo) / "metanets" / f"{args.model}-{args.target}"
     out.mkdir(parents=True, exist_ok=True)
     saved = {"config": result["config"], "input_dim": result["input_dim"], "view": result["view"],

@@ -27,7 +27,7 @@ from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 from zoo.storage import SPLITS, Zoo, open_zoo
 
-__all__ = ["MetanetConfig", "ZooFeatures", "load_features", "train_metanet", "evaluate"]
+__all__ = ["MetanetConfig", "MetanetRun", "ZooFeatures", "load_features", "train_metanet", "evaluate"]
 
 TARGETS = ("test_acc", "train_acc", "lr", "weight_decay", "label_smoothing", "epochs")
 
@@ -172,7 +172,16 @@ def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> 
     return best
 
 
-def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = False) -> dict[str, Any]:
+@dataclass
+class MetanetRun:
+    """A finished run: the JSON-ready ``summary``, the best seed's weights, and the features."""
+
+    summary: dict[str, Any]
+    best_state: dict[str, Tensor]
+    features: ZooFeatures
+
+
+def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = False) -> MetanetRun:
     """Learning-rate search, then ``config.seeds`` runs; returns results and the best model."""
     zoo = open_zoo(zoo_path)
     entry = get_metanet(config.model)
@@ -193,7 +202,7 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
             bar.update()
     mean = lambda split, key: float(np.mean([r[split][key] for r in per_seed]))  # noqa: E731
     best = max(per_seed, key=lambda r: r["val"]["r2"])
-    return {
+    summary = {
         "model": config.model,
         "zoo": str(zoo_path),
         "target": config.target,
@@ -207,7 +216,6 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
         "per_seed": [{"seed": i, "epoch": r["epoch"], "val": r["val"], "test": r["test"]} for i, r in enumerate(per_seed)],
         "excluded_diverged": features.excluded,
         "config": asdict(config),
-        "_best_state": best["state"],
-        "_features": features,
     }
+    return MetanetRun(summary, best["state"], features)
 

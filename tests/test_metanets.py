@@ -78,8 +78,8 @@ def test_training_on_a_real_zoo_beats_the_untrained_metanet(digits_zoo, model):
     from zoo.storage import open_zoo
 
     config = MetanetConfig(model=model, epochs=30, lrs=(1e-3,), seeds=2)
-    result = train_metanet(digits_zoo, config, quiet=True)
-    features = result["_features"]
+    run = train_metanet(digits_zoo, config, quiet=True)
+    result, features = run.summary, run.features
     torch.manual_seed(0)
     _, untrained = evaluate(features.build(), features, "validation")
     assert result["val"]["r2"] > untrained["r2"]

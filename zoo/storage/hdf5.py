@@ -132,6 +132,7 @@ class Hdf5Zoo(Zoo):
         return {c: _as_format(out[c], format) for c in names}
 
     def iter_batches(self, split: str = "train", batch_size: int = 256, columns: Sequence[str] = ("weights", "test_acc")):
+        self._check_split(split)
         start, stop = self._offsets[split]
         with h5py.File(self.path, "r") as f:
             for i in range(start, stop, batch_size):
