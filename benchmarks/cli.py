@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ QUICKSTART = BenchConfig(
     metanets=(MetanetSetting("mlp", seeds=3), MetanetSetting("statnn", seeds=3)),
 )
 
+# The paper's experiments: each module adds its ``symzoo bench NAME`` action with ``register(sub)``.
+EXPERIMENT_MODULES = ("benchmarks.lmc", "benchmarks.mli")
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="leaderboards and paper experiments")
@@ -28,6 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=lambda args: _run(load_bench_config(args.config), Path(args.out), args.quiet))
+    for name in EXPERIMENT_MODULES:
+        importlib.import_module(name).register(sub)
 
     p = commands.add_parser("quickstart", help="generate paired digits zoos and rank metanets on them (offline)")
     p.add_argument("--out", default="symzoo-quickstart", metavar="DIR")

@@ -12,16 +12,14 @@ import csv
 import dataclasses
 import io
 import json
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from benchmarks.report import environment, log, summary
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
 from metanets.train import MetanetConfig, train_metanet
@@ -86,13 +84,6 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     return dataclass_from_dict(BenchConfig, data, str(path))
 
 
-def _environment() -> dict[str, Any]:
-    import zoo
-
-    return {"symzoo": zoo.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"}
-
-
 def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list[dict[str, Any]]:
     """Run every cell not yet done; write the leaderboard files; return the cells."""
     out = Path(out)
@@ -106,7 +97,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list
         zoo_dirs[entry.name] = out / "zoos" / entry.name
         started = time.perf_counter()
         generate(spec, zoo_dirs[entry.name], data_dir=config.data_dir, quiet=quiet)
-        _log(quiet, f"zoo {entry.name}: ready in {time.perf_counter() - started:.1f} s")
+        log(quiet, f"zoo {entry.name}: ready in {time.perf_counter() - started:.1f} s")
     cells = []
     for entry in config.zoos:
         for setting in config.metanets:
@@ -119,26 +110,17 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list
             seeds = result["per_seed"]
             cell = {
                 "zoo": entry.name, "metanet": setting.model, "zoo_dir": str(zoo_dirs[entry.name]),
-                **{f"{split}_{metric}": _summary([s[split][metric] for s in seeds])
+                **{f"{split}_{metric}": summary([s[split][metric] for s in seeds])
                    for split in ("val", "test") for metric in ("r2", "kendall_tau")},
                 "lr": result["lr"], "seeds": len(seeds), "excluded_diverged": result["excluded_diverged"],
-                "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **_environment(),
+                "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **environment(),
             }
             atomic_write_text(cell_file, json.dumps(cell, indent=2))
-            _log(quiet, f"{entry.name} x {setting.model}: test R² {cell['test_r2']['mean']:.3f}, "
+            log(quiet, f"{entry.name} x {setting.model}: test R² {cell['test_r2']['mean']:.3f}, "
                         f"τ {cell['test_kendall_tau']['mean']:.3f} ({cell['seconds']:.0f} s)")
             cells.append(cell)
     _write_outputs(config, cells, out)
     return cells
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
-
-def _log(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)
 
 
 def markdown_table(config: BenchConfig, cells: list[dict[str, Any]]) -> str:

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from zoo.errors import SpecError
 
-__all__ = ["Augment", "Recipe", "TrainJob", "learning_rates"]
+__all__ = ["Augment", "Recipe", "TrainJob", "learning_rates", "SCHEDULES"]
+
+SCHEDULES = ("triangular", "constant")
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,15 @@ class Augment:
 
 @dataclass(frozen=True)
 class Recipe:
-    """AdamW with a triangular learning-rate schedule: 0 → peak → 0 over each model's own epochs.
+    """AdamW with a learning-rate schedule over each model's own epochs.
 
-    The peak is at ``peak_epoch`` epochs if given (the paper: 5), else at ``peak_fraction`` of
-    training; it never lies past the end of training.
+    ``triangular`` (the zoos): 0 → peak → 0, the peak at ``peak_epoch`` epochs if given (the
+    paper: 5), else at ``peak_fraction`` of training, never past the end. ``constant``: the peak
+    learning rate throughout (the paper's MNIST LMC runs).
     """
 
     batch_size: int = 512
+    schedule: str = "triangular"
     peak_epoch: float | None = None
     peak_fraction: float = 0.2
     betas: tuple[float, float] = (0.9, 0.999)
@@ -46,6 +50,8 @@ class Recipe:
     augment: Augment = field(default_factory=Augment)
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise SpecError(f"recipe.schedule '{self.schedule}' is unknown; expected one of {', '.join(SCHEDULES)}")
         if self.batch_size <= 0:
             raise SpecError(f"recipe.batch_size must be positive, got {self.batch_size}")
         if not 0 < self.peak_fraction < 1:
@@ -70,6 +76,8 @@ class TrainJob:
 def learning_rates(recipe: Recipe, peak_lr: Tensor, epochs: Tensor, steps_per_epoch: int, step: int) -> Tensor:
     """Per-model learning rate at global ``step`` (0 for models whose training is over)."""
     total = epochs.to(torch.float64) * steps_per_epoch
+    if recipe.schedule == "constant":
+        return torch.where(float(step) < total, peak_lr.to(torch.float64), 0.0).to(torch.float32)
     if recipe.peak_epoch is not None:
         peak = torch.clamp(torch.full_like(total, recipe.peak_epoch * steps_per_epoch), max=total / 2)
     else:

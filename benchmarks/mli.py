@@ -1,0 +1,227 @@
+"""``symzoo bench mli``: monotonic linear interpolation from initialisation to trained weights
+(PAPER.md §5, Table 4).
+
+For each model the train loss is measured at evenly spaced points of the straight line from its
+stored initial weights (``weights_epoch_0``) to its final weights, and the path is summarised by
+Δ, monotonicity and local/global convexity. Zoos are compared on the same models: the indices
+trained without divergence in every zoo, so paired zoos compare the same hyperparameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.report import environment, log, pyplot, save_figure, summary
+from generators.data import ImageData, load_images
+from generators.generate import generate, resolve_device
+from generators.zoospec import ZOO_PRESETS, get_zoo_spec
+from zoo.cli import print_json
+from zoo.errors import SpecError
+from zoo.interpolation import evaluate_weights, interpolate_weights, mli_statistics, path_alphas
+from zoo.nets import VARIANTS
+from zoo.storage import open_zoo
+from zoo.storage.files import atomic_write_text
+from zoo.storage.format import SPLITS
+from zoo.storage.reader import Zoo
+
+__all__ = ["run_mli", "paired_indices", "PAPER_TABLE4"]
+
+# The paper's Table 4 (300 zoo-style ResNet8 per variant): Δ, share monotonic, local and global convexity.
+PAPER_TABLE4 = {
+    "standard": (0.079, 0.263, 0.548, 0.823),
+    "sigma_asym": (0.004, 0.873, 0.675, 0.976),
+    "w_asym": (-0.027, 1.0, 0.769, 1.0),
+}
+INIT_COLUMN = "weights_epoch_0"
+
+
+def _columns(zoo: Zoo, split: str, names: list[str]) -> dict[str, Any]:
+    return zoo.load(split, names) if zoo.num_rows(split) else {name: np.empty(0) for name in names}
+
+
+def paired_indices(zoos: list[Zoo], models: int) -> list[int]:
+    """The first ``models`` model indices stored with status ``ok`` in every zoo."""
+    common: set[int] | None = None
+    for zoo in zoos:
+        if INIT_COLUMN not in zoo.columns():
+            raise SpecError(f"{zoo.path}: no '{INIT_COLUMN}' column (initial weights); MLI needs zoos from symzoo generate")
+        ok = set()
+        for split in SPLITS:
+            cols = _columns(zoo, split, ["index", "status"])
+            ok |= {int(i) for i, s in zip(cols["index"], cols["status"]) if s == "ok"}
+        common = ok if common is None else common & ok
+    return sorted(common or ())[:models]
+
+
+def _endpoints(zoo: Zoo, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial and final flat weights ``(n, P)`` of the models ``indices``, in that order."""
+    where = {index: i for i, index in enumerate(indices)}
+    start = torch.empty(len(indices), zoo.layout.size)
+    end = torch.empty_like(start)
+    for split in SPLITS:
+        cols = _columns(zoo, split, ["index", INIT_COLUMN, "weights"])
+        for row, index in enumerate(cols["index"]):
+            if int(index) in where:
+                start[where[int(index)]] = torch.from_numpy(np.asarray(cols[INIT_COLUMN][row]))
+                end[where[int(index)]] = torch.from_numpy(np.asarray(cols["weights"][row]))
+    return start, end
+
+
+def _zoo_data(zoos: list[Zoo], data_dir: str | None, examples: int) -> ImageData:
+    """The training images the zoos were trained on (the first ``examples`` of them)."""
+    datasets = {json.dumps([z.manifest.metadata.dataset.get(k) for k in ("name", "train_subset")]) for z in zoos}
+    if len(datasets) != 1:
+        raise SpecError("the zoos were trained on different data sets; compare zoos of one data set")
+    info = zoos[0].manifest.metadata.dataset
+    if not info.get("name"):
+        raise SpecError(f"{zoos[0].path}: zoo.json does not record its data set (metadata.dataset.name)")
+    data = load_images(info["name"], data_dir)
+    n = min(examples, info.get("train_subset") or len(data.x_train))
+    return dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+
+
+def _path_losses(zoo: Zoo, indices: list[int], data: ImageData, points: int, device: torch.device,
+                 label: str, quiet: bool) -> np.ndarray:
+    """Train loss ``(n, points)`` along each model's path from init to final weights."""
+    model = zoo.rebuild_weights(zoo.fixed[1]).to(device)  # a template carrying the zoo's masks
+    start, end = _endpoints(zoo, indices)
+    alphas = path_alphas(points)
+    losses = np.empty((len(indices), points))
+    per_pass = max(1, 64 // points)  # models evaluated together
+    with tqdm(total=len(indices), desc=f"mli {label}", unit="model", disable=quiet) as bar:
+        for first in range(0, len(indices), per_pass):
+            chunk = range(first, min(first + per_pass, len(indices)))
+            path = torch.cat([interpolate_weights(start[i], end[i], alphas) for i in chunk])
+            loss, _ = evaluate_weights(model, zoo.layout, path, data.x_train, data.y_train, batch_size=1024,
+                                       models_per_pass=len(path))
+            losses[first : first + len(chunk)] = loss.view(len(chunk), points).numpy()
+            bar.update(len(chunk))
+    return losses
+
+
+def run_mli(zoo_dirs: list[str | Path], out: str | Path, *, models: int = 300, points: int = 25,
+            eval_examples: int = 4096, device: str = "auto", data_dir: str | None = None,
+            quiet: bool = False) -> dict[str, Any]:
+    """MLI statistics of the same models in each zoo; writes ``mli.json``, ``mli.md``, ``mli.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    zoos = [open_zoo(d) for d in zoo_dirs]
+    labels = [z.spec.variant for z in zoos]
+    if len(set(labels)) < len(labels):
+        labels = [Path(d).name for d in zoo_dirs]
+    indices = paired_indices(zoos, models)
+    if not indices:
+        raise SpecError("no model index is stored without divergence in every zoo; nothing to compare")
+    target = resolve_device(device)
+    data = _zoo_data(zoos, data_dir, eval_examples).to(target)
+    path_alphas(points)  # odd and >= 3
+    started = time.perf_counter()
+    rows = {}
+    for label, zoo in zip(labels, zoos):
+        losses = _path_losses(zoo, indices, data, points, target, label, quiet)
+        stats = [mli_statistics(curve) for curve in losses]
+        rows[label] = {
+            "zoo": str(zoo.path),
+            "delta": summary([s.delta for s in stats]),
+            "monotonic": float(np.mean([s.monotonic for s in stats])),
+            "local_convexity": summary([s.local_convexity for s in stats]),
+            "global_convexity": summary([s.global_convexity for s in stats]),
+            "init_loss": summary(losses[:, 0].tolist()),
+            "final_loss": summary(losses[:, -1].tolist()),
+            "models": [{"index": i, **dataclasses.asdict(s), "loss": curve.round(6).tolist()}
+                       for i, s, curve in zip(indices, stats, losses)],
+        }
+        log(quiet, f"mli {label}: Δ {rows[label]['delta']['mean']:.4f}, {100 * rows[label]['monotonic']:.1f}% monotonic")
+    report = {"models": len(indices), "points": points, "eval_examples": len(data.x_train),
+              "dataset": zoos[0].manifest.metadata.dataset.get("name"), "arch": zoos[0].manifest.arch,
+              "variants": rows, "seconds": round(time.perf_counter() - started, 1), **environment()}
+    atomic_write_text(out / "mli.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "mli.md", markdown_table(report))
+    _plot(report, out / "mli.png")
+    return report
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = [f"MLI from initialisation on {report['models']} models per zoo ({report['dataset']}): train loss on "
+             f"{report['eval_examples']:,} training images at {report['points']} points.", "",
+             "| variant | Δ | % monotonic | local convexity | global convexity | final train loss | paper (Δ / % mono / local / global) |",
+             "|---|---|---|---|---|---|---|"]
+    for label, row in report["variants"].items():
+        paper = PAPER_TABLE4.get(label)
+        paper_cell = f"{paper[0]:.3f} / {100 * paper[1]:.1f}% / {paper[2]:.3f} / {paper[3]:.3f}" if paper else "—"
+        lines.append(f"| {label} | {row['delta']['mean']:.4f} ± {row['delta']['std']:.4f} | {100 * row['monotonic']:.1f}% | "
+                     f"{row['local_convexity']['mean']:.3f} | {row['global_convexity']['mean']:.3f} | "
+                     f"{row['final_loss']['mean']:.3f} | {paper_cell} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    alphas = np.linspace(0, 1, report["points"])
+    for i, (label, row) in enumerate(report["variants"].items()):
+        curves = np.array([m["loss"] for m in row["models"]])
+        relative = curves / curves[:, :1]
+        q25, q50, q75 = np.quantile(relative, [0.25, 0.5, 0.75], axis=0)
+        axes[0].plot(alphas, q50, color=f"C{i}", linewidth=2, label=label)
+        axes[0].fill_between(alphas, q25, q75, color=f"C{i}", alpha=0.2)
+        axes[1].hist([m["delta"] for m in row["models"]], bins=30, alpha=0.5, color=f"C{i}", label=label)
+    axes[0].set(xlabel="α (0 = init, 1 = trained)", ylabel="train loss / loss at init", title="median path (IQR band)")
+    axes[1].axvline(0, color="grey", linewidth=0.8)
+    axes[1].set(xlabel="Δ (max consecutive increase; ≤ 0 is monotonic)", ylabel="models", title="Δ per model")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Monotonic linear interpolation: {report['models']} models per zoo on {report['dataset']}")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mli", help="monotonic linear interpolation from init, across variants (Table 4)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--zoo", nargs="+", metavar="DIR", help="zoos to compare (paired zoos: same seed)")
+    source.add_argument("--preset", help=f"generate paired zoos of this preset first ({', '.join(ZOO_PRESETS)})")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--models", type=int, default=300, help="models per zoo (the same indices in each)")
+    p.add_argument("--variants", nargs="+", default=["standard", "sigma_asym", "w_asym"], metavar="V",
+                   help="with --preset: the variants to generate")
+    p.add_argument("--points", type=int, default=25)
+    p.add_argument("--eval-examples", type=int, default=4096, metavar="N", help="training images the loss is measured on")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", metavar="D")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.models <= 0 or args.eval_examples <= 0:
+        raise SpecError("--models and --eval-examples must be positive")
+    zoo_dirs = args.zoo
+    if args.preset:
+        unknown = [v for v in args.variants if v not in VARIANTS]
+        if unknown:
+            raise SpecError(f"--variants: unknown variant(s) {', '.join(unknown)}; expected {', '.join(VARIANTS)}")
+        base = get_zoo_spec(args.preset)
+        zoo_dirs = []
+        for variant in args.variants:
+            zoo_dirs.append(Path(args.out) / "zoos" / f"{args.preset}-{variant}")
+            generate(dataclasses.replace(base, variant=variant, n_models=args.models), zoo_dirs[-1],
+                     device=args.device, data_dir=args.data_dir, quiet=args.quiet)
+    report = run_mli(zoo_dirs, args.out, models=args.models, points=args.points, eval_examples=args.eval_examples,
+                     device=args.device, data_dir=args.data_dir, quiet=args.quiet)
+    if args.json:
+        print_json(report)
+    else:
+        print(markdown_table(report))
+        print(f"wrote {args.out}/mli.json, mli.md, mli.png")
+    return 0

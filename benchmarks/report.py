@@ -1,0 +1,49 @@
+"""What every experiment report shares: the software/device record, mean ± std, stderr logging,
+and PNG figures written atomically."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.storage.files import atomic_write
+
+__all__ = ["environment", "summary", "log", "save_figure", "pyplot"]
+
+
+def environment() -> dict[str, Any]:
+    """Software versions and the device a result was measured on."""
+    import zoo
+
+    return {"symzoo": zoo.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Mean and (population) standard deviation, as plain floats for JSON."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def log(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), durable=False)
+    pyplot().close(fig)
