@@ -21,7 +21,7 @@ QUICKSTART = BenchConfig(
 )
 
 # The paper's experiments: each module adds its ``symzoo bench NAME`` action with ``register(sub)``.
-EXPERIMENT_MODULES = ("benchmarks.lmc", "benchmarks.mli")
+EXPERIMENT_MODULES = ("benchmarks.lmc", "benchmarks.mli", "benchmarks.bnn")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
