@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
 from generators.data import DATASETS, ImageData, load_images
 from generators.generate import resolve_device
 from generators.recipe import Augment
 from generators.variational import POSTERIORS, PosteriorConfig, VITrainConfig, fit_variational
-from zoo.cli import print_json
 from zoo.errors import SpecError
 from zoo.nets import VARIANTS, ArchSpec, LayerAsym, MLPSpec, WAsymSpec, get_arch
 from zoo.storage.files import atomic_write_text
@@ -292,10 +291,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--posterior", choices=POSTERIORS, help="elrg (default) or mean_field")
     p.add_argument("--rank", type=int, help="ELRG rank (default 4)")
     p.add_argument("--prior-precision", type=float, help="prior precision τ (× fan-in; default 0.01)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--data-dir", metavar="D", help="folder with the data set files (else $SYMZOO_DATA)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--quiet", action="store_true")
+    add_run_options(p)
     p.set_defaults(handler=_main)
 
 
@@ -321,9 +317,5 @@ def _main(args: argparse.Namespace) -> int:
     settings = [_override(BNN_SETTINGS[name], args) for name in dict.fromkeys(args.settings)]
     report = run_bnn(settings, args.out, variants=tuple(dict.fromkeys(args.variants)), instances=args.instances,
                      seed=args.seed, device=args.device, data_dir=args.data_dir, quiet=args.quiet)
-    if args.json:
-        print_json(report)
-    else:
-        print(markdown_table(report))
-        print(f"wrote {args.out}/bnn.json, bnn.md, bnn.png and runs/ ({report['seconds']:.0f} s)")
+    print_report(args, report, markdown_table(report), f"{args.out}/bnn.json, bnn.md, bnn.png and runs/ ({report['seconds']:.0f} s)")
     return 0

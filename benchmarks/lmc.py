@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.report import environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
 from generators.data import DATASETS, ImageData, load_images
 from generators.generate import resolve_device
 from generators.recipe import Augment, Recipe, TrainJob
 from generators.trainer import train_batched
-from zoo.cli import print_json
 from zoo.errors import SpecError
 from zoo.interpolation import InterpolationCurve, interpolate, path_alphas
 from zoo.layout import ParamLayout
@@ -268,10 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points", type=int, help="points along each path (odd; default 25)")
     p.add_argument("--seed", type=int)
     p.add_argument("--batchnorm-reset", action="store_true", help="re-estimate BatchNorm statistics at every point")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--data-dir", metavar="D")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--quiet", action="store_true")
+    add_run_options(p)
     p.set_defaults(handler=_main)
 
 
@@ -285,9 +281,5 @@ def _main(args: argparse.Namespace) -> int:
     log(args.quiet, f"lmc: {setting.arch} on {setting.dataset}, recipe '{recipe}': {setting.describe()}")
     report = run_lmc(setting, args.out, device=args.device, data_dir=args.data_dir, batchnorm=args.batchnorm_reset,
                      quiet=args.quiet)
-    if args.json:
-        print_json(report)
-    else:
-        print(markdown_table(report))
-        print(f"wrote {args.out}/lmc.json, lmc.md, lmc.png")
+    print_report(args, report, markdown_table(report), f"{args.out}/lmc.json, lmc.md, lmc.png")
     return 0

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
 from generators.data import ImageData, load_images
 from generators.generate import generate, resolve_device
 from generators.zoospec import ZOO_PRESETS, get_zoo_spec
-from zoo.cli import print_json
 from zoo.errors import SpecError
 from zoo.interpolation import evaluate_weights, interpolate_weights, mli_statistics, path_alphas
 from zoo.nets import VARIANTS
@@ -196,10 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --preset: the variants to generate")
     p.add_argument("--points", type=int, default=25)
     p.add_argument("--eval-examples", type=int, default=4096, metavar="N", help="training images the loss is measured on")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", metavar="D")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    add_run_options(p)
     p.set_defaults(handler=_main)
 
 
@@ -219,9 +215,5 @@ def _main(args: argparse.Namespace) -> int:
                      device=args.device, data_dir=args.data_dir, quiet=args.quiet)
     report = run_mli(zoo_dirs, args.out, models=args.models, points=args.points, eval_examples=args.eval_examples,
                      device=args.device, data_dir=args.data_dir, quiet=args.quiet)
-    if args.json:
-        print_json(report)
-    else:
-        print(markdown_table(report))
-        print(f"wrote {args.out}/mli.json, mli.md, mli.png")
+    print_report(args, report, markdown_table(report), f"{args.out}/mli.json, mli.md, mli.png")
     return 0

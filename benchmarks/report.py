@@ -3,6 +3,7 @@ and PNG figures written atomically."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from zoo.storage.files import atomic_write
 
-__all__ = ["environment", "summary", "log", "save_figure", "pyplot"]
+__all__ = ["environment", "summary", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
 
 
 def environment() -> dict[str, Any]:
@@ -47,3 +48,22 @@ def pyplot() -> Any:
 def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), durable=False)
     pyplot().close(fig)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every experiment command shares: device, data folder, output format."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--data-dir", metavar="D", help="folder with the data set files (else $SYMZOO_DATA)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def print_report(args: argparse.Namespace, report: dict[str, Any], table: str, written: str) -> None:
+    """``--json``: the report as one JSON object; otherwise the Markdown table and what was written."""
+    from zoo.cli import print_json
+
+    if args.json:
+        print_json(report)
+    else:
+        print(table)
+        print(f"wrote {written}")
