@@ -167,13 +167,15 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     alphas = np.linspace(0, 1, report["points"])
+    deltas = np.concatenate([[m["delta"] for m in row["models"]] for row in report["variants"].values()])
+    bins = np.linspace(deltas.min(), max(deltas.max(), 0.0), 31)  # shared by the variants
     for i, (label, row) in enumerate(report["variants"].items()):
         curves = np.array([m["loss"] for m in row["models"]])
         relative = curves / curves[:, :1]
         q25, q50, q75 = np.quantile(relative, [0.25, 0.5, 0.75], axis=0)
         axes[0].plot(alphas, q50, color=f"C{i}", linewidth=2, label=label)
         axes[0].fill_between(alphas, q25, q75, color=f"C{i}", alpha=0.2)
-        axes[1].hist([m["delta"] for m in row["models"]], bins=30, alpha=0.5, color=f"C{i}", label=label)
+        axes[1].hist([m["delta"] for m in row["models"]], bins=bins, alpha=0.5, color=f"C{i}", label=label)
     axes[0].set(xlabel="α (0 = init, 1 = trained)", ylabel="train loss / loss at init", title="median path (IQR band)")
     axes[1].axvline(0, color="grey", linewidth=0.8)
     axes[1].set(xlabel="Δ (max consecutive increase; ≤ 0 is monotonic)", ylabel="models", title="Δ per model")
