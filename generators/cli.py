@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from generators.zoospec import ZOO_PRESETS, get_zoo_spec, load_zoo_spec
 from zoo.cli import print_json
 from zoo.errors import SpecError
 from zoo.nets import VARIANTS
+
+if TYPE_CHECKING:
+    from generators.generate import Engine
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,7 +25,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-models", type=int, metavar="M", help="models trained together per step")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: shards one after another here; ray: one Ray task per shard (pip install 'symzoo[ray]')")
+    p.add_argument("--address", metavar="ADDR", help="--engine ray: the Ray cluster (host:port, ray://host:10001, "
+                   "auto); default: $RAY_ADDRESS or a cluster started here with `ray start`, else a new local "
+                   "instance; 'local' always starts a new one")
+    p.add_argument("--gpus-per-shard", type=float, metavar="G", help="--engine ray: GPUs per shard task, a "
+                   "fraction packs shards on one GPU (default: 1 with --device cuda or on a cluster with GPUs, else 0)")
+    p.add_argument("--cpus-per-shard", type=float, metavar="C", help="--engine ray: CPU cores (torch threads) per shard task (default 1)")
+    p.add_argument("--max-retries", type=int, metavar="N", help="--engine ray: retries of a shard whose worker "
+                   "dies or that raises (default 3)")
     p.add_argument("--seed", type=int, help="zoo seed")
     p.add_argument("--data-dir", metavar="D", help="folder with the data set files (else $SYMZOO_DATA)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
@@ -33,13 +46,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
 
-    if args.engine == "ray":
-        raise SpecError("--engine ray is not available yet; use --engine local")
+    engine = _engine(args)
     spec = get_zoo_spec(args.preset) if args.preset else load_zoo_spec(args.config)
     overrides = {"n_models": args.n_models, "variant": args.variant, "batch_models": args.batch_models, "seed": args.seed}
     spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
     report = generate(spec, args.out, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
-                      autocast_bf16=args.bf16)
+                      autocast_bf16=args.bf16, engine=engine)
     summary = {"zoo": str(report.out), "trained": report.trained, "already_stored": report.skipped,
                "diverged": report.diverged, "seconds": round(report.seconds, 2),
                "models_per_hour": round(report.models_per_hour, 1) if report.trained else None}
@@ -49,3 +61,21 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"{report.out}: trained {report.trained} models ({report.skipped} already stored, "
               f"{report.diverged} diverged) in {report.seconds:.1f} s")
     return 0
+
+
+_RAY_OPTIONS = {"address": "--address", "gpus_per_shard": "--gpus-per-shard", "cpus_per_shard": "--cpus-per-shard",
+                "max_retries": "--max-retries"}
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    """The engine the flags ask for (imported here: ``symzoo --help`` must not load torch or Ray)."""
+    from generators.generate import LocalEngine
+
+    given = {field: getattr(args, field) for field in _RAY_OPTIONS if getattr(args, field) is not None}
+    if args.engine == "local":
+        if given:
+            raise SpecError(f"{', '.join(_RAY_OPTIONS[f] for f in given)}: only used with --engine ray")
+        return LocalEngine()
+    from generators.ray_engine import RayEngine
+
+    return RayEngine(**given)

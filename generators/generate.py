@@ -1,4 +1,10 @@
-"""``symzoo generate``: train a zoo shard by shard into the storage format, resumably."""
+"""``symzoo generate``: train a zoo shard by shard into the storage format, resumably.
+
+The zoo is cut into shards (the M models trained together). An engine trains them: here, one
+after another in this process (:class:`LocalEngine`), or one Ray task each
+(:mod:`generators.ray_engine`). Both run the same per-shard code (:meth:`ShardWork.train`,
+:func:`write_shard`), and a model depends only on (zoo seed, index), so both write the same zoo.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,28 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
 from generators.data import ImageData, load_images
+from generators.recipe import Recipe
 from generators.trainer import CURVES, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
-from zoo.errors import SpecError
-from zoo.storage import Manifest, ModelRecord, ZooMetadata, ZooSchema, ZooWriter
+from zoo.errors import SpecError, SymzooError
+from zoo.storage import Manifest, ModelRecord, ShardInfo, ZooMetadata, ZooSchema, ZooWriter
 
-__all__ = ["GenerateReport", "generate", "resolve_device", "zoo_schema"]
+__all__ = [
+    "DEVICES", "Engine", "GenerateReport", "LocalEngine", "Shard", "ShardFailure", "ShardResult", "ShardWork",
+    "ShardsFailed", "check_device", "generate", "plan_shards", "resolve_device", "write_shard", "zoo_schema",
+]
+
+DEVICES = ("auto", "cpu", "cuda")
+EpochCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -34,13 +49,18 @@ class GenerateReport:
         return 3600 * self.trained / self.seconds if self.seconds > 0 else float("nan")
 
 
+def check_device(device: str) -> None:
+    """A valid ``--device`` name, checked where the device itself may be on another machine."""
+    if device not in DEVICES:
+        raise SpecError(f"--device '{device}' is unknown; expected auto, cpu or cuda")
+
+
 def resolve_device(device: str) -> torch.device:
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise SpecError(f"--device '{device}' is unknown; expected auto, cpu or cuda")
     return torch.device(device)
 
 
@@ -49,6 +69,127 @@ def zoo_schema(spec: ZooSpec) -> ZooSchema:
                      checkpoint_epochs=tuple(sorted(spec.checkpoint_epochs)))
 
 
+# -- shards ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shard:
+    """Models trained together and written together: ``data/{split}-{key:07d}.parquet``."""
+
+    key: int
+    indices: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.key:07d}"
+
+    def __str__(self) -> str:
+        return f"{self.name} (models {self.indices[0]}-{self.indices[-1]})"
+
+
+def plan_shards(todo: Sequence[int], batch_models: int) -> list[Shard]:
+    """Consecutive groups of ``batch_models`` of the sorted indices to train, keyed by their first."""
+    todo = sorted(todo)
+    return [Shard(todo[i], tuple(todo[i : i + batch_models])) for i in range(0, len(todo), batch_models)]
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A shard written under its final name: its files (not yet in ``zoo.json`` when written by a
+    worker) and how many of its models diverged."""
+
+    shard: Shard
+    files: tuple[ShardInfo, ...]
+    diverged: int
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    shard: Shard
+    error: str  # one line
+
+    def __str__(self) -> str:
+        return f"{self.shard}: {self.error}"
+
+
+class ShardsFailed(SymzooError):
+    """Some shards failed on every try; all the others were written."""
+
+    def __init__(self, out: Path, failures: Sequence[ShardFailure], stored: int) -> None:
+        self.failures = tuple(failures)
+        names = "; ".join(map(str, failures))
+        super().__init__(f"{len(failures)} shard(s) failed on every try, the other {stored} are stored in {out} "
+                         f"(rerun the same command to train the rest): {names}")
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """How every shard of one zoo is trained: the per-shard code path of every engine.
+
+    Picklable and small (the data set travels separately), so a Ray worker gets one per zoo.
+    ``device`` is resolved where the shard runs: a Ray worker's GPU is not the driver's.
+    """
+
+    spec: ZooSpec
+    device: str = "auto"
+    autocast_bf16: bool = False
+
+    def train(self, shard: Shard, data: ImageData, on_epoch: EpochCallback | None = None) -> list[ModelRecord]:
+        jobs = [self.spec.job(i) for i in shard.indices]
+        results = train_batched(self.spec.arch_spec(), data, jobs, self.spec.recipe, device=resolve_device(self.device),
+                                on_epoch=on_epoch, checkpoint_epochs=self.spec.checkpoint_epochs,
+                                autocast_bf16=self.autocast_bf16)
+        return [_record(r) for r in results]
+
+    def writer(self, out: Path, metadata: ZooMetadata = ZooMetadata()) -> ZooWriter:
+        return ZooWriter(out, self.spec.arch_spec(), zoo_schema(self.spec), metadata)
+
+
+def write_shard(writer: ZooWriter, shard: Shard, records: Sequence[ModelRecord]) -> ShardResult:
+    """Write one trained shard under its key (so its file names do not depend on the engine)."""
+    files = writer.write(records, shard_key=shard.key)
+    return ShardResult(shard, tuple(files), sum(r.status == "diverged" for r in records))
+
+
+def _record(result: TrainResult) -> ModelRecord:
+    job = result.job
+    return ModelRecord(
+        index=job.index, seed=job.seed, weights=result.weights, metrics=result.metrics, status=result.status,
+        hyperparameters={"lr": job.lr, "weight_decay": job.weight_decay, "label_smoothing": job.label_smoothing,
+                         "epochs": job.epochs},
+        curves=result.curves, checkpoints=result.checkpoints,
+    )
+
+
+# -- engines --------------------------------------------------------------------------------------
+class Engine(Protocol):
+    """Trains shards and writes them into the zoo; ``writer`` is the only writer of ``zoo.json``."""
+
+    def prepare(self, device: str) -> str:
+        """Check that the engine and ``device`` can be used, before any data is loaded; returns
+        a short label for the progress bar."""
+        ...
+
+    def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
+            done: Callable[[ShardResult], None], on_epoch: EpochCallback | None = None) -> list[ShardFailure]:
+        """Train and write ``shards``, calling ``done`` once each is listed in ``zoo.json``;
+        returns the shards that could not be written."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Shards one after another in this process; an error stops the run (what is written stays)."""
+
+    def prepare(self, device: str) -> str:
+        return resolve_device(device).type
+
+    def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
+            done: Callable[[ShardResult], None], on_epoch: EpochCallback | None = None) -> list[ShardFailure]:
+        for shard in shards:
+            done(write_shard(writer, shard, work.train(shard, data, on_epoch)))
+        return []
+
+
+# -- the command ----------------------------------------------------------------------------------
 def _metadata(spec: ZooSpec, data: ImageData) -> ZooMetadata:
     return ZooMetadata(
         name=spec.name,
@@ -66,7 +207,10 @@ def _check_resumable(out: Path, expected: ZooMetadata) -> None:
         return
     found = Manifest.load(out).metadata
     for field in ("zoo_seed", "recipe", "hyperparameter_distributions"):
-        if _plain(getattr(found, field)) != _plain(getattr(expected, field)):
+        stored = getattr(found, field)
+        if field == "recipe":  # recipe fields added later take their defaults in older zoos
+            stored = dataclasses.asdict(Recipe()) | stored
+        if _plain(stored) != _plain(getattr(expected, field)):
             raise SpecError(f"{out} was generated with another {field.replace('_', ' ')}; "
                             "use a new --out or the zoo's original spec")
     if found.dataset.get("name") != expected.dataset["name"] or found.dataset.get("train_subset") != expected.dataset["train_subset"]:
@@ -78,44 +222,46 @@ def _plain(value: object) -> object:
     return json.loads(json.dumps(value))
 
 
-def _record(result: TrainResult) -> ModelRecord:
-    job = result.job
-    return ModelRecord(
-        index=job.index, seed=job.seed, weights=result.weights, metrics=result.metrics, status=result.status,
-        hyperparameters={"lr": job.lr, "weight_decay": job.weight_decay, "label_smoothing": job.label_smoothing,
-                         "epochs": job.epochs},
-        curves=result.curves, checkpoints=result.checkpoints,
-    )
+def _training_data(spec: ZooSpec, data_dir: str | None) -> ImageData:
+    data = load_images(spec.dataset, data_dir)
+    if spec.train_subset is not None:  # copies, not views: a view would pickle (Ray) the whole set
+        data = dataclasses.replace(data, x_train=data.x_train[: spec.train_subset].clone(),
+                                   y_train=data.y_train[: spec.train_subset].clone())
+    return data
 
 
 def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: str | None = None,
-             quiet: bool = False, autocast_bf16: bool = False) -> GenerateReport:
-    """Train every model of ``spec`` not yet stored in ``out`` and write it there."""
+             quiet: bool = False, autocast_bf16: bool = False, engine: Engine | None = None) -> GenerateReport:
+    """Train every model of ``spec`` not yet stored in ``out`` and write it there.
+
+    Raises :class:`ShardsFailed` (after writing every other shard) when an engine gives up on some.
+    """
     out = Path(out)
-    arch = spec.arch_spec()
-    target = resolve_device(device)
-    data = load_images(spec.dataset, data_dir)
-    if spec.train_subset is not None:
-        data = dataclasses.replace(data, x_train=data.x_train[: spec.train_subset], y_train=data.y_train[: spec.train_subset])
+    engine = LocalEngine() if engine is None else engine
+    label = engine.prepare(device)
+    data = _training_data(spec, data_dir)
     metadata = _metadata(spec, data)
     _check_resumable(out, metadata)
-    writer = ZooWriter(out, arch, zoo_schema(spec), metadata)
+    work = ShardWork(spec, device, autocast_bf16)
+    writer = work.writer(out, metadata)
     stored = writer.stored_indices
     todo = [i for i in range(spec.n_models) if i not in stored]
-    skipped = spec.n_models - len(todo)
-    start, diverged = time.perf_counter(), 0
+    shards = plan_shards(todo, spec.batch_models)
+    start, diverged, written = time.perf_counter(), 0, 0
     with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
-              desc=f"{spec.name} ({spec.variant}, {target.type})", dynamic_ncols=True) as bar:
+              desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True) as bar:
         def show(epoch: int, epochs: int) -> None:  # progress inside a shard, which may take minutes
             elapsed = time.perf_counter() - start
             rate = f"{3600 * bar.n / elapsed:,.0f}" if bar.n else "-"
             bar.set_postfix_str(f"shard epoch {epoch}/{epochs}, {rate} models/h, {diverged} diverged")
 
-        for first in range(0, len(todo), spec.batch_models):
-            jobs = [spec.job(i) for i in todo[first : first + spec.batch_models]]
-            results = train_batched(arch, data, jobs, spec.recipe, device=target, on_epoch=show,
-                                    checkpoint_epochs=spec.checkpoint_epochs, autocast_bf16=autocast_bf16)
-            writer.write([_record(r) for r in results])
-            diverged += sum(r.status == "diverged" for r in results)
-            bar.update(len(jobs))
-    return GenerateReport(out, len(todo), skipped, diverged, time.perf_counter() - start)
+        def done(result: ShardResult) -> None:
+            nonlocal diverged, written
+            diverged += result.diverged
+            written += 1
+            bar.update(len(result.shard.indices))
+
+        failures = engine.run(work, data, shards, writer, done, on_epoch=show)
+    if failures:
+        raise ShardsFailed(out, failures, written)
+    return GenerateReport(out, len(todo), spec.n_models - len(todo), diverged, time.perf_counter() - start)

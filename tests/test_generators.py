@@ -16,7 +16,7 @@ from generators.recipe import Augment, Recipe, TrainJob
 from generators.reference import train_sequential
 from generators.rng import permutations
 from generators.trainer import train_batched
-from generators.zoospec import Dist, HyperparameterSpace, ZooSpec, get_zoo_spec, zoo_spec_from_dict
+from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec, zoo_spec_from_dict
 from zoo import SpecError, get_arch
 from zoo.storage import SPLITS, load, open_zoo
 from zoo.storage.verify import verify_zoo
@@ -243,3 +243,21 @@ def test_generate_bad_input_fails_before_training(tmp_path, args, message, monke
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "zoo" / "data").exists() or not any((tmp_path / "zoo" / "data").iterdir())
+
+
+def test_zoos_from_before_a_new_recipe_field_still_resume(tmp_path):
+    """A recipe field added later (here ``schedule``) takes its default for a zoo whose manifest
+    predates it, so that zoo resumes; a real difference is still refused."""
+    from generators.generate import generate
+
+    spec = dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=2, batch_models=2,
+                               hyperparameters=dataclasses.replace(HyperparameterSpace(), epochs=Dist("int_uniform", 1, 1)))
+    out = tmp_path / "zoo"
+    generate(spec, out, quiet=True)
+    manifest = json.loads((out / "zoo.json").read_text())
+    del manifest["metadata"]["recipe"]["schedule"]
+    (out / "zoo.json").write_text(json.dumps(manifest))
+    report = generate(dataclasses.replace(spec, n_models=3), out, quiet=True)
+    assert (report.trained, report.skipped) == (1, 2)
+    with pytest.raises(SpecError, match="another recipe"):
+        generate(dataclasses.replace(spec, recipe=Recipe(batch_size=64, schedule="constant")), out, quiet=True)

@@ -105,7 +105,7 @@ class ZooWriter:
             rows = [r for r in records if split_of(r.model_id) == split]
             if rows:
                 infos.append(self._write_file(f"{DATA_DIR}/{split}-{key:07d}.parquet", split, self._table(rows)))
-        self._commit(infos)
+        self.register(infos)
         self._stored.update(r.index for r in records)
         return infos
 
@@ -159,7 +159,7 @@ class ZooWriter:
                 raise ZooFormatError(f"{path}: unlisted shard does not match this zoo's schema; move it away and rerun")
             orphans.append(ShardInfo(rel, split, table.num_rows, sha256_of(path), path.stat().st_size))
         if orphans:
-            self._commit(orphans)
+            self.register(orphans)
 
     def _read_indices(self) -> set[int]:
         indices: set[int] = set()
@@ -229,7 +229,9 @@ class ZooWriter:
         ))
         return ShardInfo(rel, split, table.num_rows, sha256_of(path), path.stat().st_size)
 
-    def _commit(self, infos: list[ShardInfo]) -> None:
+    def register(self, infos: list[ShardInfo]) -> None:
+        """List shard files already in the zoo's ``data/`` folder (written by this writer, or by
+        workers elsewhere, e.g. the Ray engine's) in ``zoo.json`` and the dataset card."""
         known = {s.path for s in infos}
         self.manifest.shards = [s for s in self.manifest.shards if s.path not in known] + infos
         self.manifest.shards.sort(key=lambda s: s.path)
