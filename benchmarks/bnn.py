@@ -263,9 +263,7 @@ def _plot(report: dict[str, Any], settings: list[BNNSetting], path: Path) -> Non
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0][col].set_title(f"{s.name}: {s.dataset}", fontsize=10)
         axes[0][col].legend(fontsize=8)
-    fig.suptitle("Variational BNNs: posterior-predictive test accuracy and NLL during training")
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, "Variational BNNs: posterior-predictive test accuracy and NLL during training")
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -248,9 +248,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[0].set(xlabel="α", ylabel="test loss", title="loss along (1−α)θ₁ + αθ₂")
     axes[1].set(xlabel="α", ylabel="test accuracy", title="accuracy")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"LMC: {report['setting']['arch']} on {report['setting']['dataset']}")
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, f"LMC: {report['setting']['arch']} on {report['setting']['dataset']}")
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -180,9 +180,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[1].axvline(0, color="grey", linewidth=0.8)
     axes[1].set(xlabel="Δ (max consecutive increase; ≤ 0 is monotonic)", ylabel="models", title="Δ per model")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Monotonic linear interpolation: {report['models']} models per zoo on {report['dataset']}")
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, f"Monotonic linear interpolation: {report['models']} models per zoo on {report['dataset']}")
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -45,7 +45,10 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+def save_figure(fig: Any, path: Path, title: str, dpi: int = 120) -> None:
+    """Title, tight layout, and the PNG written atomically; the figure is closed."""
+    fig.suptitle(title)
+    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), durable=False)
     pyplot().close(fig)
 
