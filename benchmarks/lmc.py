@@ -83,6 +83,13 @@ class LMCSetting:
         return (f"AdamW lr {self.lr:g}, wd {self.weight_decay:g}, batch {r.batch_size}, {schedule}{augment}, "
                 f"{self.epochs} epochs on {images} training images")
 
+    def training_key(self) -> str:
+        """What determines the trained networks: every field but the evaluation's ``points`` and
+        the ``variants`` list (each variant is saved on its own), so changing those re-evaluates
+        without retraining."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("points", "variants")}
+        return json.dumps(fields, sort_keys=True, default=str)
+
     def jobs(self) -> list[TrainJob]:
         return [TrainJob(index=i, seed=self.seed * 1_000_003 + i, lr=self.lr, weight_decay=self.weight_decay,
                          label_smoothing=0.0, epochs=self.epochs) for i in range(2 * self.pairs)]
@@ -122,9 +129,9 @@ def lmc_setting(arch: str, recipe: str, **overrides: Any) -> LMCSetting:
 # -- training -------------------------------------------------------------------------------------
 def _train_variant(setting: LMCSetting, variant: str, data: ImageData, out: Path, device: torch.device,
                    quiet: bool) -> dict[str, Any]:
-    """The variant's trained networks, from ``out/models`` if an identical setting saved them."""
+    """The variant's trained networks, from ``out/models`` if the same training saved them."""
     path = out / "models" / f"{variant}.pt"
-    key = json.dumps(dataclasses.asdict(setting), sort_keys=True, default=str)
+    key = setting.training_key()
     if path.exists():
         saved = torch.load(path, weights_only=True)
         if saved["setting"] == key:

@@ -124,6 +124,7 @@ def test_batchnorm_statistics_are_reestimated_along_the_path():
     b = layout.flatten(other)
     stale = interpolate(net, a, b, x, y, points=5, layout=layout)
     fresh = interpolate(net, a, b, x, y, points=5, layout=layout, batchnorm_data=x)
+    assert torch.equal(layout.flatten(net), a)  # the caller's network is left as it was
     assert stale.loss[0] == pytest.approx(fresh.loss[0], rel=1e-5)  # endpoints already had their own statistics
     assert stale.loss[2] != pytest.approx(fresh.loss[2], rel=1e-3)
 
@@ -164,6 +165,12 @@ def test_bench_lmc_end_to_end_and_resume(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "loaded from" in captured.err and "standard+rebasin" in captured.out
     assert json.loads((out / "lmc.json").read_text())["variants"]["standard"]["pairs"] == standard["pairs"]
+    # another evaluation grid re-evaluates the saved networks, it does not retrain them
+    fewer_points = [a if a != "9" else "5" for a in args[:-1]]
+    assert main(fewer_points) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("loaded from") == 3 and "networks in" not in captured.err
+    assert len(json.loads((out / "lmc.json").read_text())["variants"]["standard"]["pairs"][0]["loss"]) == 5
 
 
 def test_lmc_pairs_share_hyperparameters_and_differ_in_seed():

@@ -10,6 +10,7 @@ point of a path is a flat weight vector in :class:`~zoo.layout.ParamLayout` orde
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -162,6 +163,7 @@ def interpolate(
     alphas = path_alphas(points)
     path = interpolate_weights(start, end, alphas)
     if batchnorm_data is not None and _has_batchnorm(model):
+        model = copy.deepcopy(model)  # its weights and statistics change at every point
         losses, accuracies = [], []
         for point in path:
             layout.load_into(model, point)
