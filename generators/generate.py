@@ -243,25 +243,25 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
     metadata = _metadata(spec, data)
     _check_resumable(out, metadata)
     work = ShardWork(spec, device, autocast_bf16)
-    writer = work.writer(out, metadata)
-    stored = writer.stored_indices
-    todo = [i for i in range(spec.n_models) if i not in stored]
-    shards = plan_shards(todo, spec.batch_models)
-    start, diverged, written = time.perf_counter(), 0, 0
-    with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
-              desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True) as bar:
-        def show(epoch: int, epochs: int) -> None:  # progress inside a shard, which may take minutes
-            elapsed = time.perf_counter() - start
-            rate = f"{3600 * bar.n / elapsed:,.0f}" if bar.n else "-"
-            bar.set_postfix_str(f"shard epoch {epoch}/{epochs}, {rate} models/h, {diverged} diverged")
+    with work.writer(out, metadata) as writer:  # holds the zoo's lock: one writing process per zoo
+        stored = writer.stored_indices
+        todo = [i for i in range(spec.n_models) if i not in stored]
+        shards = plan_shards(todo, spec.batch_models)
+        start, diverged, written = time.perf_counter(), 0, 0
+        with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
+                  desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True) as bar:
+            def show(epoch: int, epochs: int) -> None:  # progress inside a shard, which may take minutes
+                elapsed = time.perf_counter() - start
+                rate = f"{3600 * bar.n / elapsed:,.0f}" if bar.n else "-"
+                bar.set_postfix_str(f"shard epoch {epoch}/{epochs}, {rate} models/h, {diverged} diverged")
 
-        def done(result: ShardResult) -> None:
-            nonlocal diverged, written
-            diverged += result.diverged
-            written += 1
-            bar.update(len(result.shard.indices))
+            def done(result: ShardResult) -> None:
+                nonlocal diverged, written
+                diverged += result.diverged
+                written += 1
+                bar.update(len(result.shard.indices))
 
-        failures = engine.run(work, data, shards, writer, done, on_epoch=show)
+            failures = engine.run(work, data, shards, writer, done, on_epoch=show)
     if failures:
         raise ShardsFailed(out, failures, written)
     return GenerateReport(out, len(todo), spec.n_models - len(todo), diverged, time.perf_counter() - start)

@@ -139,7 +139,8 @@ def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str) 
     zoo = Path(zoo_dir)
     staging = zoo / STAGING / f"{shard.name}-{uuid.uuid4().hex}"
     try:
-        result = write_shard(work.writer(staging), shard, records)
+        with work.writer(staging) as writer:
+            result = write_shard(writer, shard, records)
         for info in result.files:
             os.replace(staging / info.path, zoo / info.path)
         _fsync_dir(zoo / DATA_DIR)

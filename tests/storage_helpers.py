@@ -55,9 +55,11 @@ def train_records(variant: str, indices: range, steps: int = 15) -> list[ModelRe
     return records
 
 
-def make_zoo(path: Path, variant: str = "w_asym", n: int = 24, shard: int = 8) -> ZooWriter:
-    writer = ZooWriter(path, get_arch("mlp-digits", variant), SCHEMA, ZooMetadata(name="digits-test", dataset={"name": "digits"}))
+def make_zoo(path: Path, variant: str = "w_asym", n: int = 24, shard: int = 8) -> list[ModelRecord]:
+    """Write ``n`` models in shards of ``shard``; returns the records written."""
     records = train_records(variant, range(n))
-    for start in range(0, n, shard):
-        writer.write(records[start : start + shard])
-    return writer
+    with ZooWriter(path, get_arch("mlp-digits", variant), SCHEMA,
+                   ZooMetadata(name="digits-test", dataset={"name": "digits"})) as writer:
+        for start in range(0, n, shard):
+            writer.write(records[start : start + shard])
+    return records

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from generators.data import DataError, load_images
 from generators.recipe import Augment, Recipe, TrainJob
 from generators.reference import train_sequential
 from generators.rng import permutations
-from generators.trainer import train_batched
+from generators.trainer import smoothed_cross_entropy, train_batched
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec, zoo_spec_from_dict
 from zoo import SpecError, get_arch
 from zoo.storage import SPLITS, load, open_zoo
@@ -77,6 +78,15 @@ def test_permutations_are_per_model_and_independent_of_grouping():
 
 
 # -- batched trainer ---------------------------------------------------------------------------------
+def test_smoothed_cross_entropy_is_torchs_per_model():
+    generator = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(5, 33, 10, generator=generator) * 4, torch.randint(0, 10, (5, 33), generator=generator)
+    smoothing = torch.tensor([0.0, 0.05, 0.1, 0.2, 0.5])
+    losses = smoothed_cross_entropy(logits, target, smoothing[:, None])
+    expected = torch.stack([F.cross_entropy(logits[m], target[m], label_smoothing=float(smoothing[m])) for m in range(5)])
+    assert torch.allclose(losses, expected, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["standard", "w_asym", "sigma_asym"])
 def test_batched_trainer_matches_sequential_reference(digits, variant):
     spec = get_arch("mlp-digits", variant)
@@ -203,7 +213,7 @@ def test_generate_end_to_end_and_grow(tmp_path):
     assert other_seed.returncode == 2 and "another zoo seed" in other_seed.stderr
 
 
-def test_generate_survives_kill_9_and_resumes(tmp_path):
+def test_generate_survives_kill_9_and_resumes_and_refuses_a_second_writer_meanwhile(tmp_path):
     config = small_config(tmp_path, 48, epochs=3)
     out = tmp_path / "zoo"
     args = [sys.executable, "-m", "zoo.cli", "generate", "--config", str(config), "--out", str(out), "--quiet"]
@@ -214,6 +224,10 @@ def test_generate_survives_kill_9_and_resumes(tmp_path):
         if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 3:
             break
         time.sleep(0.05)
+    os.kill(process.pid, signal.SIGSTOP)  # paused mid-run, it still holds the zoo's lock
+    second = symzoo("generate", "--config", str(config), "--out", str(out), "--quiet")
+    assert second.returncode == 2
+    assert second.stderr.strip() == f"symzoo: error: {out}: process {process.pid} is writing here; wait for it to finish or stop it, then run again"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     partial = open_zoo(out).num_rows()

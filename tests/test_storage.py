@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 from collections import Counter
 
@@ -9,15 +10,21 @@ import torch
 from tests.storage_helpers import SCHEMA, accuracy, digits, make_zoo, train_records
 from zoo import get_arch
 from zoo.storage import SPLITS, ModelRecord, ZooFormatError, ZooWriter, load, model_id_of, open_zoo, split_of
+from zoo.storage.files import DirectoryBusyError
 from zoo.storage.hdf5 import export_hdf5
 from zoo.storage.verify import verify_zoo
 
 
 @pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory):
+def written(tmp_path_factory):
+    """A zoo directory and the records written into it."""
     path = tmp_path_factory.mktemp("zoo") / "digits"
-    make_zoo(path)
-    return path
+    return path, make_zoo(path)
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(written):
+    return written[0]
 
 
 @pytest.fixture
@@ -38,8 +45,8 @@ def test_layout_of_a_zoo_directory(zoo_dir):
     assert {"symzoo", "torch", "pyarrow", "python"} <= set(manifest["software"])
 
 
-def test_rows_round_trip(zoo_dir):
-    records = {r.index: r for r in train_records("w_asym", range(24))}
+def test_rows_round_trip(written):
+    zoo_dir, records = written[0], {r.index: r for r in written[1]}
     zoo = open_zoo(zoo_dir)
     seen = []
     for split in SPLITS:
@@ -132,8 +139,19 @@ def test_writer_refuses_duplicates_wrong_lengths_and_another_zoo(zoo_copy):
                         curves={"train_loss": [1.0]})
     with pytest.raises(ZooFormatError, match="weights have 10 entries; the layout has 3466"):
         writer.write([short])
+    writer.close()
     with pytest.raises(ZooFormatError, match="another architecture or variant"):
         ZooWriter(zoo_copy, get_arch("mlp-digits", "standard"), SCHEMA)
+
+
+def test_one_writer_at_a_time(zoo_copy):
+    arch = get_arch("mlp-digits", "w_asym")
+    with ZooWriter(zoo_copy, arch, SCHEMA):
+        with pytest.raises(DirectoryBusyError, match=f"{zoo_copy}: process {os.getpid()} is writing here; wait"):
+            ZooWriter(zoo_copy, arch, SCHEMA)
+    with ZooWriter(zoo_copy, arch, SCHEMA) as writer:  # free again once the first one is closed
+        assert writer.stored_indices == frozenset(range(24))
+    assert verify_zoo(zoo_copy).ok  # the lock file is no part of the zoo
 
 
 def test_interrupted_write_leaves_no_half_file_and_resume_adopts_finished_files(zoo_dir, tmp_path, monkeypatch):
@@ -159,6 +177,7 @@ def test_interrupted_write_leaves_no_half_file_and_resume_adopts_finished_files(
     assert len(list(data.glob("*.parquet"))) == 1  # one split file made it, unlisted
     assert not verify_zoo(path).ok  # ... and verify says so
 
+    writer.close()  # a killed process's lock goes with it
     resumed = ZooWriter(path, get_arch("mlp-digits", "w_asym"), SCHEMA)  # adopts the finished file
     done = resumed.stored_indices
     assert done and len(done) < 12

@@ -15,7 +15,7 @@ import torch
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 from zoo.storage.card import write_card
-from zoo.storage.files import atomic_write, sha256_of
+from zoo.storage.files import DirectoryLock, atomic_write, sha256_of
 from zoo.storage.format import (
     DATA_DIR, FIXED_FILE, METRICS, SPLITS, STATUSES, checkpoint_column, curve_column, model_id_of,
     row_schema, split_of, vector_type,
@@ -56,7 +56,9 @@ class ZooWriter:
 
     Reopening checks that the directory holds a zoo of the same architecture and columns, and
     adopts shard files that an interrupted run renamed into place but did not yet list in the
-    manifest, so that no finished model is lost or trained twice.
+    manifest, so that no finished model is lost or trained twice. A writer holds the zoo's
+    :class:`DirectoryLock` from creation until :meth:`close` (or the end of its ``with`` block, or
+    of the process): a second writer on the same zoo fails at once with a one-line error.
     """
 
     def __init__(self, zoo_dir: str | Path, spec: ArchSpec, schema: ZooSchema = ZooSchema(),
@@ -80,15 +82,30 @@ class ZooWriter:
         self._fixed_values = fixed[1].to(torch.float32).masked_fill(self.layout.trainable_mask, 0.0)
         self.arrow_schema = row_schema(self.layout.size, schema.hyperparameters, list(schema.curves),
                                        list(schema.checkpoint_epochs))
-        if (self.dir / "zoo.json").exists():
-            self.manifest = Manifest.load(self.dir)
-            self._check_same_zoo(check_fixed=explicit_fixed)
-            self._adopt_orphans()
-        else:
-            self.manifest = self._create(metadata)
-        self._stored = self._read_indices()
+        self._lock = DirectoryLock(self.dir).acquire()
+        try:
+            if (self.dir / "zoo.json").exists():
+                self.manifest = Manifest.load(self.dir)
+                self._check_same_zoo(check_fixed=explicit_fixed)
+                self._adopt_orphans()
+            else:
+                self.manifest = self._create(metadata)
+            self._stored = self._read_indices()
+        except BaseException:
+            self.close()
+            raise
 
     # -- public ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the zoo's write lock; the writer must not be used afterwards."""
+        self._lock.release()
+
+    def __enter__(self) -> ZooWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def stored_indices(self) -> frozenset[int]:
         """Indices of the models already in the zoo."""

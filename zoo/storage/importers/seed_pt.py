@@ -99,7 +99,7 @@ def import_seed_pt(src: str | Path, out: str | Path, *, variant: str | None = No
     ref_index = converter.find_reference(files)
     schema = ZooSchema({k: "int" if isinstance(v, int) else "float" for k, v in first.hyperparameters.items()})
     writer = ZooWriter(out, converter.spec, schema, _metadata(folder, len(files), chosen, ref_index, converter),
-                         converter.fixed_entries())
+                       converter.fixed_entries())
 
     def records(chunk: Sequence[int]) -> Iterator[ModelRecord]:
         for index in chunk:
@@ -112,7 +112,8 @@ def import_seed_pt(src: str | Path, out: str | Path, *, variant: str | None = No
                               metrics={"test_acc": source.test_acc_percent / 100.0},
                               hyperparameters=source.hyperparameters)
 
-    write_models(writer, sorted(files), records, desc="import seed-pt")
+    with writer:
+        write_models(writer, sorted(files), records, desc="import seed-pt")
     return Path(out)
 
 

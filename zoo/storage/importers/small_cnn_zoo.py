@@ -104,7 +104,7 @@ def import_small_cnn_zoo(src: str | Path, out: str | Path) -> Path:
     metrics = {ours: _metric(table, theirs, metrics_path)
                for theirs, ours in _METRIC_COLUMNS.items() if theirs in table}
     writer = ZooWriter(out, spec, ZooSchema({name: "float" for name in hyper}),
-                         _metadata(folder, weights.shape[0], spec, dataset, hyper, dropped))
+                       _metadata(folder, weights.shape[0], spec, dataset, hyper, dropped))
 
     def records(chunk: Sequence[int]) -> Iterator[ModelRecord]:
         flat = _to_symzoo(np.asarray(weights[np.asarray(chunk)], dtype=np.float32), pieces)
@@ -113,7 +113,8 @@ def import_small_cnn_zoo(src: str | Path, out: str | Path) -> Path:
                               metrics={k: float(v[index]) for k, v in metrics.items()},
                               hyperparameters={k: float(v[index]) for k, v in hyper.items()})
 
-    write_models(writer, range(weights.shape[0]), records, desc="import small-cnn-zoo")
+    with writer:
+        write_models(writer, range(weights.shape[0]), records, desc="import small-cnn-zoo")
     return Path(out)
 
 
