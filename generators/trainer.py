@@ -46,7 +46,9 @@ class TrainResult:
 def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: Tensor | float) -> Tensor:
     """``F.cross_entropy(..., label_smoothing=ε)`` averaged over the last batch dimension, with ε
     a tensor broadcast against ``target`` (so each model has its own): ``(M, B, C) -> (M,)``."""
-    logp = torch.log_softmax(logits, dim=-1)
+    # Over a strided class dimension, PyTorch's CPU kernel vectorises across the batch instead of
+    # along ~10 classes: 3-4x faster. Equal up to rounding to log_softmax(logits, -1).
+    logp = torch.log_softmax(logits.transpose(-1, -2), dim=-2).transpose(-1, -2)
     nll = -logp.gather(-1, target[..., None]).squeeze(-1)
     return ((1 - smoothing) * nll - smoothing * logp.mean(dim=-1)).mean(dim=-1)
 
@@ -143,12 +145,14 @@ def train_batched(
     def grad_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-model gradients ``(M, P_trainable)`` and losses ``(M,)``: the models' parameters
         are disjoint, so one backward pass of the summed losses gives every model's gradient."""
-        flat = stack.flat_params.detach().requires_grad_()
+        # Each tensor is its own leaf: differentiating through views of the flat buffer would
+        # make autograd zero-fill and add a whole (M, P) gradient per tensor.
+        leaves = {name: view.detach().requires_grad_() for name, view in stack.params.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext():
-            logits = forward(stack.views(flat), x)
+            logits = forward(leaves, x)
         losses = smoothed_cross_entropy(logits.float(), y, smoothing[:, None])
-        (grads,) = torch.autograd.grad(losses.sum(), flat)
-        return grads, losses.detach()
+        grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return torch.cat([g.reshape(m, -1) for g in grads], 1), losses.detach()
 
     curves: dict[str, list[list[float]]] = {c: [[] for _ in jobs] for c in CURVES}
     checkpoints: dict[int, Tensor] = {0: stack.flat().cpu()} if 0 in checkpoint_epochs else {}
