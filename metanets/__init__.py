@@ -4,7 +4,18 @@ from metanets.models import METANETS, VIEWS, MetanetContext, MetanetEntry, get_m
 from metanets.views import STATISTICS, statistics_view, trainable_view
 
 # Structure-aware metanets register themselves on import.
-from metanets import gmn, nfn  # noqa: E402,F401  (after the registry exists)
+from metanets import nfn  # noqa: E402,F401  (after the registry exists)
+
+
+def _build_gmn(context: MetanetContext):
+    # Imported when a GMN is built: torch_geometric takes ~3 s to import, which every symzoo
+    # command would otherwise pay.
+    from metanets.gmn import GraphMetanet
+
+    return GraphMetanet(context.layout, context.arch)
+
+
+register_metanet("gmn", "flat", invariant=True)(_build_gmn)
 
 __all__ = ["METANETS", "VIEWS", "MetanetContext", "MetanetEntry", "STATISTICS", "get_metanet", "register_metanet", "statistics_view",
            "trainable_view"]

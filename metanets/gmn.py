@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing, global_max_pool, global_mean_pool
 
-from metanets.models import register_metanet
 from zoo.graph import GraphTemplate, graph_template, to_graphs
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
@@ -138,4 +137,3 @@ class GraphMetanet(nn.Module):
         return self.readout(pooled).squeeze(-1)
 
 
-register_metanet("gmn", "flat", invariant=True)(lambda c: GraphMetanet(c.layout, c.arch))

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
-from sklearn.metrics import r2_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -128,6 +126,11 @@ class _RowView:
 
 
 def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    # Imported here: scipy.stats and sklearn take ~1.5 s to import, which every symzoo command
+    # (they all load this module to register) would otherwise pay.
+    from scipy.stats import kendalltau
+    from sklearn.metrics import r2_score
+
     if len(true) < 2:
         return {"r2": math.nan, "kendall_tau": math.nan}
     tau = kendalltau(pred, true).statistic

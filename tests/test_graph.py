@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import metanets.gmn  # noqa: F401  (registers "gmn")
+import metanets  # noqa: F401  (registers "gmn")
 from metanets.models import MetanetContext, get_metanet
 from tests.helpers import fit, permuted_networks
 from zoo import ParamLayout, get_arch, permutation_spec
