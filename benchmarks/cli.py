@@ -30,8 +30,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="every (zoo, metanet) cell of a config; resumable")
     p.add_argument("config", metavar="CONFIG", help="leaderboard YAML (see benchmarks/configs/)")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="cells trained at once, each in its own "
+                   "process with cores/N torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(handler=lambda args: _run(load_bench_config(args.config), Path(args.out), args.quiet))
+    p.set_defaults(handler=lambda args: _run(load_bench_config(args.config), Path(args.out), args.quiet, args.jobs))
     for name in EXPERIMENT_MODULES:
         importlib.import_module(name).register(sub)
 
@@ -41,9 +43,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=lambda args: _run(QUICKSTART, Path(args.out), args.quiet))
 
 
-def _run(config: BenchConfig, out: Path, quiet: bool) -> int:
+def _run(config: BenchConfig, out: Path, quiet: bool, jobs: int = 1) -> int:
     started = time.perf_counter()
-    cells = run_bench(config, out, quiet=quiet)
+    cells = run_bench(config, out, quiet=quiet, jobs=jobs)
     print(f"{config.name}: test R² / Kendall τ (mean ± std over seeds), predicting {config.target}\n")
     print(markdown_table(config, cells))
     print(f"\nwrote {out}/leaderboard.md, .json, .csv, .png, .html ({time.perf_counter() - started:.0f} s)")

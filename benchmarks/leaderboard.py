@@ -12,12 +12,16 @@ import csv
 import dataclasses
 import io
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.report import environment, log, summary
 from generators.generate import generate
@@ -27,7 +31,7 @@ from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
 from zoo.storage.files import atomic_write_text
 
-__all__ = ["ZooEntry", "MetanetSetting", "BenchConfig", "load_bench_config", "run_bench"]
+__all__ = ["ZooEntry", "MetanetSetting", "BenchConfig", "load_bench_config", "run_bench", "run_cell"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,14 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     return dataclass_from_dict(BenchConfig, data, str(path))
 
 
-def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list[dict[str, Any]]:
-    """Run every cell not yet done; write the leaderboard files; return the cells."""
+def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: int = 1) -> list[dict[str, Any]]:
+    """Run every cell not yet done; write the leaderboard files; return the cells.
+
+    ``jobs > 1`` trains that many cells at once, each in its own process with an equal share of
+    the CPU cores as torch threads: on a CPU, small metanets use one core far better than several.
+    """
+    if jobs < 1:
+        raise SpecError(f"jobs must be at least 1, got {jobs}")
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     zoo_dirs = {}
@@ -98,29 +108,53 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False) -> list
         started = time.perf_counter()
         generate(spec, zoo_dirs[entry.name], data_dir=config.data_dir, quiet=quiet)
         log(quiet, f"zoo {entry.name}: ready in {time.perf_counter() - started:.1f} s")
-    cells = []
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    todo = []
     for entry in config.zoos:
         for setting in config.metanets:
-            cell_file = out / "cells" / f"{entry.name}__{setting.model}.json"
+            cell_file = _cell_file(out, entry.name, setting.model)
             if cell_file.exists():
-                cells.append(json.loads(cell_file.read_text()))
-                continue
-            started = time.perf_counter()
-            result = train_metanet(zoo_dirs[entry.name], setting.config(config.target), quiet=quiet).summary
-            seeds = result["per_seed"]
-            cell = {
-                "zoo": entry.name, "metanet": setting.model, "zoo_dir": str(zoo_dirs[entry.name]),
-                **{f"{split}_{metric}": summary([s[split][metric] for s in seeds])
-                   for split in ("val", "test") for metric in ("r2", "kendall_tau")},
-                "lr": result["lr"], "seeds": len(seeds), "excluded_diverged": result["excluded_diverged"],
-                "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **environment(),
-            }
-            atomic_write_text(cell_file, json.dumps(cell, indent=2))
-            log(quiet, f"{entry.name} x {setting.model}: test R² {cell['test_r2']['mean']:.3f}, "
-                        f"τ {cell['test_kendall_tau']['mean']:.3f} ({cell['seconds']:.0f} s)")
-            cells.append(cell)
+                done[entry.name, setting.model] = json.loads(cell_file.read_text())
+            else:
+                todo.append((entry.name, str(zoo_dirs[entry.name]), setting, config.target))
+
+    def finished(cell: dict[str, Any]) -> None:
+        atomic_write_text(_cell_file(out, cell["zoo"], cell["metanet"]), json.dumps(cell, indent=2))
+        log(quiet, f"{cell['zoo']} x {cell['metanet']}: test R² {cell['test_r2']['mean']:.3f}, "
+                    f"τ {cell['test_kendall_tau']['mean']:.3f} ({cell['seconds']:.0f} s)")
+        done[cell["zoo"], cell["metanet"]] = cell
+
+    if jobs == 1 or len(todo) <= 1:
+        for task in todo:
+            finished(run_cell(*task, quiet=quiet))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=torch.set_num_threads,
+                                 initargs=(threads,)) as pool:
+            for future in as_completed([pool.submit(run_cell, *task, quiet=True) for task in todo]):
+                finished(future.result())
+    cells = [done[entry.name, setting.model] for entry in config.zoos for setting in config.metanets]
     _write_outputs(config, cells, out)
     return cells
+
+
+def run_cell(zoo: str, zoo_dir: str, setting: MetanetSetting, target: str, quiet: bool = False) -> dict[str, Any]:
+    """One leaderboard cell: the metanet trained with every seed on one zoo, summarised."""
+    started = time.perf_counter()
+    result = train_metanet(zoo_dir, setting.config(target), quiet=quiet).summary
+    seeds = result["per_seed"]
+    return {
+        "zoo": zoo, "metanet": setting.model, "zoo_dir": zoo_dir,
+        **{f"{split}_{metric}": summary([s[split][metric] for s in seeds])
+           for split in ("val", "test") for metric in ("r2", "kendall_tau")},
+        "lr": result["lr"], "seeds": len(seeds), "excluded_diverged": result["excluded_diverged"],
+        "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **environment(),
+    }
+
+
+def _cell_file(out: Path, zoo: str, metanet: str) -> Path:
+    return out / "cells" / f"{zoo}__{metanet}.json"
 
 
 def markdown_table(config: BenchConfig, cells: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -35,6 +36,20 @@ def test_leaderboard_runs_every_cell_writes_all_formats_and_resumes(tmp_path, mo
 
     monkeypatch.setattr(leaderboard, "train_metanet", lambda *a, **k: pytest.fail("a finished cell ran again"))
     assert run_bench(small_config(), out, quiet=True) == cells
+
+
+def test_cells_in_parallel_processes_match_cells_run_in_turn(tmp_path):
+    config = small_config()
+    in_turn = run_bench(config, tmp_path / "in-turn", quiet=True)
+    zoos = tuple(ZooEntry(z.name, path=str(tmp_path / "in-turn" / "zoos" / z.name)) for z in config.zoos)
+    parallel = run_bench(BenchConfig(config.name, zoos, config.metanets), tmp_path / "parallel", quiet=True, jobs=2)
+    assert [(c["zoo"], c["metanet"]) for c in parallel] == [(c["zoo"], c["metanet"]) for c in in_turn]  # config order
+    for a, b in zip(parallel, in_turn):
+        assert a["device"] == f"cpu ({max(1, os.cpu_count() // 2)} threads)" and a["seeds"] == b["seeds"]
+        for key in ("test_r2", "test_kendall_tau", "val_r2"):
+            assert a[key]["mean"] == pytest.approx(b[key]["mean"], abs=1e-4)
+    assert sorted(p.name for p in (tmp_path / "parallel" / "cells").iterdir()) == sorted(
+        p.name for p in (tmp_path / "in-turn" / "cells").iterdir())
 
 
 def test_bad_configs_fail_before_any_work(tmp_path):
