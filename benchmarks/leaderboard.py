@@ -92,7 +92,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
     """Run every cell not yet done; write the leaderboard files; return the cells.
 
     ``jobs > 1`` trains that many cells at once, each in its own process with an equal share of
-    the CPU cores as torch threads: on a CPU, small metanets use one core far better than several.
+    the CPU cores as torch threads.
     """
     if jobs < 1:
         raise SpecError(f"jobs must be at least 1, got {jobs}")
