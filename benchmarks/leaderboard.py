@@ -14,6 +14,7 @@ import io
 import json
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from benchmarks.report import environment, log, summary
 from generators.generate import generate
@@ -132,8 +134,12 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
         context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
         with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=torch.set_num_threads,
                                  initargs=(threads,)) as pool:
-            for future in as_completed([pool.submit(run_cell, *task, quiet=True) for task in todo]):
-                finished(future.result())
+            futures = [pool.submit(run_cell, *task, quiet=True) for task in todo]
+            with tqdm(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", disable=quiet or None,
+                      file=sys.stderr, dynamic_ncols=True) as bar:
+                for future in as_completed(futures):
+                    finished(future.result())
+                    bar.update()
     cells = [done[entry.name, setting.model] for entry in config.zoos for setting in config.metanets]
     _write_outputs(config, cells, out)
     return cells
