@@ -55,6 +55,9 @@ def test_cells_in_parallel_processes_match_cells_run_in_turn(tmp_path):
 def test_bad_configs_fail_before_any_work(tmp_path):
     with pytest.raises(SpecError, match="unknown metanet 'gpt'"):
         BenchConfig(name="x", zoos=(ZooEntry("a", preset="digits-mlp"),), metanets=(MetanetSetting("gpt"),))
+    with pytest.raises(SpecError, match="jobs must be at least 1, got 0"):
+        run_bench(small_config(), tmp_path / "none", jobs=0)
+    assert not (tmp_path / "none").exists()
     with pytest.raises(SpecError, match="exactly one of 'path'"):
         ZooEntry("a", path="somewhere", preset="digits-mlp")
     path = tmp_path / "bad.yaml"
