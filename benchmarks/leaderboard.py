@@ -137,9 +137,15 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
             futures = [pool.submit(run_cell, *task, quiet=True) for task in todo]
             with tqdm(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", disable=quiet or None,
                       file=sys.stderr, dynamic_ncols=True) as bar:
-                for future in as_completed(futures):
-                    finished(future.result())
+                failures = []
+                for future in as_completed(futures):  # a failed cell does not discard the others
+                    try:
+                        finished(future.result())
+                    except Exception as error:
+                        failures.append(error)
                     bar.update()
+        if failures:
+            raise failures[0]
     cells = [done[entry.name, setting.model] for entry in config.zoos for setting in config.metanets]
     _write_outputs(config, cells, out)
     return cells

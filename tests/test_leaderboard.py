@@ -5,6 +5,7 @@ import pytest
 
 from benchmarks.leaderboard import BenchConfig, MetanetSetting, ZooEntry, load_bench_config, run_bench
 from zoo import SpecError
+from zoo.errors import SymzooError
 
 QUICK = {"n_models": 40, "hyperparameters": {"epochs": {"kind": "int_uniform", "low": 1, "high": 3}}}
 
@@ -50,6 +51,12 @@ def test_cells_in_parallel_processes_match_cells_run_in_turn(tmp_path):
             assert a[key]["mean"] == pytest.approx(b[key]["mean"], abs=1e-4)
     assert sorted(p.name for p in (tmp_path / "parallel" / "cells").iterdir()) == sorted(
         p.name for p in (tmp_path / "in-turn" / "cells").iterdir())
+
+    broken = BenchConfig(config.name, (zoos[0], ZooEntry("broken", path=str(tmp_path / "no-zoo"))), config.metanets)
+    with pytest.raises(SymzooError, match="no-zoo"):
+        run_bench(broken, tmp_path / "broken", quiet=True, jobs=2)
+    # the good zoo's cells are kept
+    assert sorted(p.name for p in (tmp_path / "broken" / "cells").iterdir()) == ["standard__linear.json", "standard__statnn.json"]
 
 
 def test_bad_configs_fail_before_any_work(tmp_path):
