@@ -54,6 +54,7 @@ class Setup:
 
 
 def zoo_files(zoo: Path) -> dict[str, bytes]:
+    """Every file of a zoo but hidden ones (caches, the lock), by relative path."""
     return {str(p.relative_to(zoo)): p.read_bytes() for p in sorted(zoo.rglob("*"))
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zoo).parts)}
 

@@ -12,20 +12,18 @@ import csv
 import dataclasses
 import io
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from benchmarks.report import environment, log, summary
+from benchmarks.report import environment, log, summary, worker_pool
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
 from metanets.train import MetanetConfig, train_metanet
@@ -131,9 +129,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
             finished(run_cell(*task, quiet=quiet))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=torch.set_num_threads,
-                                 initargs=(threads,)) as pool:
+        with worker_pool(min(jobs, len(todo)), threads) as pool:
             futures = [pool.submit(run_cell, *task, quiet=True) for task in todo]
             with tqdm(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", disable=quiet or None,
                       file=sys.stderr, dynamic_ncols=True) as bar:

@@ -22,10 +22,8 @@ average (``os.getloadavg``) before and after, since other work on the machine sk
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -33,6 +31,7 @@ import time
 
 import torch
 
+from benchmarks.report import worker_pool
 from generators.data import ImageData, load_images
 from generators.generate import resolve_device
 from generators.reference import train_sequential
@@ -63,10 +62,6 @@ def machine() -> dict[str, object]:
     return info
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def _ready(_: int) -> int:
     time.sleep(1.0)  # holds this worker, so that the next warm-up task starts another one
     return os.getpid()
@@ -79,8 +74,7 @@ def _train_sequential_job(arch, data, job, recipe, device):  # noqa: ANN001, ANN
 def sequential_in_workers(arch, data, jobs, recipe, device, workers: int) -> tuple[list, float]:  # noqa: ANN001
     """Train ``jobs`` with the sequential trainer in ``workers`` one-thread processes; the time
     counts from when every worker is up (imports done) until the last job is back."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with worker_pool(workers, torch_threads=1) as pool:
         assert len(set(pool.map(_ready, range(workers)))) == workers
         start = time.perf_counter()
         futures = [pool.submit(_train_sequential_job, arch, data, job, recipe, device) for job in jobs]

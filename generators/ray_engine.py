@@ -24,6 +24,7 @@ from generators.data import ImageData
 from generators.generate import Shard, ShardFailure, ShardResult, ShardWork, check_device, write_shard
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import ZooWriter
+from zoo.storage.files import fsync_dir
 from zoo.storage.format import DATA_DIR
 
 __all__ = ["STAGING", "RayEngine", "RayMissing", "import_ray", "publish_shard"]
@@ -143,7 +144,7 @@ def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str) 
             result = write_shard(writer, shard, records)
         for info in result.files:
             os.replace(staging / info.path, zoo / info.path)
-        _fsync_dir(zoo / DATA_DIR)
+        fsync_dir(zoo / DATA_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -175,11 +176,3 @@ def _one_line(err: BaseException) -> str:
 
 def _first_line(err: BaseException) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), "no message")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

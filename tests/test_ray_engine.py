@@ -15,6 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.engine_overhead import zoo_files
 from generators.generate import ShardsFailed, generate
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
 from zoo.cli import main
@@ -49,12 +50,6 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
-
-
-def files(zoo: Path) -> dict[str, bytes]:
-    """Every file of a zoo but hidden ones (caches), by relative path."""
-    return {str(p.relative_to(zoo)): p.read_bytes() for p in sorted(zoo.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zoo).parts)}
 
 
 def rows(zoo: Path) -> dict[str, dict]:
@@ -182,8 +177,8 @@ def test_ray_zoo_is_byte_identical_to_local_zoo(spec, reference, ray_session, tm
 
     report = generate(spec, tmp_path / "zoo", device="cpu", quiet=True, engine=RayEngine())
     assert report.trained == N_MODELS and report.skipped == 0
-    assert files(tmp_path / "zoo") == files(reference)
-    assert sorted(files(reference)) == ["README.md", "data/test-0000000.parquet", "data/test-0000008.parquet",
+    assert zoo_files(tmp_path / "zoo") == zoo_files(reference)
+    assert sorted(zoo_files(reference)) == ["README.md", "data/test-0000000.parquet", "data/test-0000008.parquet",
                                         "data/test-0000016.parquet", "data/train-0000000.parquet",
                                         "data/train-0000008.parquet", "data/train-0000016.parquet",
                                         "data/validation-0000000.parquet", "data/validation-0000008.parquet",
@@ -202,7 +197,7 @@ def test_worker_killed_mid_shard_is_retried(spec, reference, ray_session, tmp_pa
     assert len(killer.seen) >= 2, "the shard should have run again in another worker"
     assert report.trained == N_MODELS
     assert verify_zoo(out).ok
-    assert files(out) == files(reference)  # every model exactly once, the same bytes
+    assert zoo_files(out) == zoo_files(reference)  # every model exactly once, the same bytes
 
 
 def test_shard_failing_every_try_is_named_and_the_rest_is_written(spec, reference, ray_session, tmp_path):
@@ -221,7 +216,7 @@ def test_shard_failing_every_try_is_named_and_the_rest_is_written(spec, referenc
 
     rerun = generate(spec, out, device="cpu", quiet=True, engine=RayEngine())
     assert (rerun.trained, rerun.skipped) == (8, 16)
-    assert files(out) == files(reference)
+    assert zoo_files(out) == zoo_files(reference)
 
 
 def test_killed_driver_resumes_with_the_same_command(spec, reference, ray_session, tmp_path):

@@ -15,7 +15,7 @@ try:
 except ImportError:  # Windows: no advisory locks, writers are not guarded
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_write", "atomic_write_text", "sha256_of", "DirectoryLock", "DirectoryBusyError"]
+__all__ = ["atomic_write", "atomic_write_text", "fsync_dir", "sha256_of", "DirectoryLock", "DirectoryBusyError"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
@@ -33,9 +33,13 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = T
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames into ``path`` durable (a rename is only on disk once its directory is)."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
