@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import html
 import io
 import json
 import os
@@ -45,8 +46,14 @@ class ZooEntry:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            # the name is a folder under --out/zoos and part of file names: it must stay inside --out
+            raise SpecError(f"zoo name {self.name!r}: expected a plain folder name (without '/' or '\\', "
+                            "not '.' or '..')")
         if (self.path is None) == (self.preset is None):
             raise SpecError(f"zoo '{self.name}': give exactly one of 'path' (an existing zoo) or 'preset'")
+        if self.preset is not None:
+            self.zoo_spec()  # unknown preset or bad overrides -> error now, before any work
 
     def zoo_spec(self) -> ZooSpec:
         assert self.preset is not None
@@ -77,6 +84,9 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if not self.zoos or not self.metanets:
             raise SpecError("a leaderboard needs at least one zoo and one metanet")
+        names = [z.name for z in self.zoos]
+        if len(set(names)) != len(names):  # they would share a folder and result files
+            raise SpecError(f"zoo names {names}: expected each name once")
         for m in self.metanets:
             m.config(self.target)  # unknown metanet or target -> error before any work
 
@@ -223,14 +233,16 @@ def _write_outputs(config: BenchConfig, cells: list[dict[str, Any]], out: Path) 
     atomic_write_text(out / "leaderboard.md", f"# {config.name}\n\nTest R² / Kendall τ (mean ± std over seeds) "
                                               f"predicting `{config.target}`.\n\n{table}\n")
     png = _bar_chart(config, cells, out / "leaderboard.png")
-    rows = "".join(f"<tr><td>{c['zoo']}</td><td>{c['metanet']}</td><td>{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f}</td>"
-                   f"<td>{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}</td><td>{c['seconds']}</td>"
-                   f"<td>{c['device']}</td></tr>" for c in cells)
-    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{config.name}</title><style>"
+    e = lambda value: html.escape(str(value))  # noqa: E731  every text from a config or a cell file
+    rows = "".join(f"<tr><td>{e(c['zoo'])}</td><td>{e(c['metanet'])}</td>"
+                   f"<td>{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f}</td>"
+                   f"<td>{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}</td><td>{e(c['seconds'])}</td>"
+                   f"<td>{e(c['device'])}</td></tr>" for c in cells)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(config.name)}</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px 8px;text-align:right}</style></head><body>"
-            f"<h1>{config.name}</h1><p>Predicting <code>{config.target}</code> from weights; mean ± std over seeds.</p>"
+            f"<h1>{e(config.name)}</h1><p>Predicting <code>{e(config.target)}</code> from weights; mean ± std over seeds.</p>"
             "<table><tr><th>zoo</th><th>metanet</th><th>test R²</th><th>test Kendall τ</th><th>seconds</th><th>device</th></tr>"
             f"{rows}</table><p><img alt='leaderboard' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
             "</body></html>")
-    atomic_write_text(out / "leaderboard.html", html)
+    atomic_write_text(out / "leaderboard.html", page)

@@ -188,6 +188,8 @@ def read_pt(pt_dir: Path, layout: zoo.ParamLayout, out: np.ndarray, weights_only
     target = torch.from_numpy(out)
     accs = np.empty(len(out))
     for i in range(len(out)):
+        # weights_only=False only as a timing baseline: these files were written by build() above
+        # into this benchmark's own work directory; it never opens a file a user hands over.
         state, acc = torch.load(pt_dir / f"{i}.pt", map_location="cpu", weights_only=weights_only)
         target[i] = layout.flatten(state)
         accs[i] = acc / 100.0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from generators.zoospec import ZOO_PRESETS, get_zoo_spec, load_zoo_spec
 from zoo.cli import print_json
-from zoo.errors import SpecError
+from zoo.errors import SpecError, SymzooError, os_error_message
 from zoo.nets import VARIANTS
 
 if TYPE_CHECKING:
@@ -50,8 +50,11 @@ def _generate(args: argparse.Namespace) -> int:
     spec = get_zoo_spec(args.preset) if args.preset else load_zoo_spec(args.config)
     overrides = {"n_models": args.n_models, "variant": args.variant, "batch_models": args.batch_models, "seed": args.seed}
     spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
-    report = generate(spec, args.out, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
-                      autocast_bf16=args.bf16, engine=engine)
+    try:
+        report = generate(spec, args.out, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
+                          autocast_bf16=args.bf16, engine=engine)
+    except OSError as err:  # e.g. a full disk, whose errors name no file: name the zoo
+        raise SymzooError(os_error_message(err, args.out)) from None
     summary = {"zoo": str(report.out), "trained": report.trained, "already_stored": report.skipped,
                "diverged": report.diverged, "seconds": round(report.seconds, 2),
                "models_per_hour": round(report.models_per_hour, 1) if report.trained else None}

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from zoo.errors import SymzooError
 
-__all__ = ["ImageData", "DATASETS", "load_images", "data_roots", "DataError"]
+__all__ = ["ImageData", "DATASETS", "DATASET_SHAPES", "load_images", "data_roots", "DataError"]
 
 
 class DataError(SymzooError):
@@ -56,6 +56,12 @@ _CIFAR10 = _Files("cifar-10-batches-py", {
 }, "the CIFAR-10 python batches (the extracted cifar-10-batches-py folder)")
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+# One example's shape (C, H, W) and the number of classes of each data set, known without reading
+# a file, so that a zoo spec whose network does not fit its data is refused before anything is made.
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
 
 
 @dataclass(frozen=True)
@@ -100,15 +106,22 @@ def load_images(name: str, data_dir: str | Path | None = None) -> ImageData:
 
 
 def _find(files: _Files, filename: str, data_dir: str | Path | None, dataset: str) -> Path:
+    return _read_verified(files, filename, data_dir, dataset)[0]
+
+
+def _read_verified(files: _Files, filename: str, data_dir: str | Path | None, dataset: str) -> tuple[Path, bytes]:
+    """The file's path and bytes, once those bytes match the published md5 (the bytes are returned
+    so that a caller parses exactly what was checked, not a file swapped in after the check)."""
     roots = data_roots(data_dir)
     candidates = [p for root in roots for p in (root / filename, root / files.folder / filename)]
     for path in candidates:
         if path.is_file():
-            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            raw = path.read_bytes()
+            digest = hashlib.md5(raw).hexdigest()
             if digest != files.md5[filename]:
                 raise DataError(f"{path}: md5 {digest} does not match the published {dataset} checksum "
                                 f"{files.md5[filename]}; the file is damaged or not {dataset}: replace it")
-            return path
+            return path, raw
     looked = ", ".join(str(r) for r in roots)
     raise DataError(f"{dataset} file {filename} not found in {looked} (or their '{files.folder}/' sub-folders); "
                     f"put {files.hint} there, or pass --data-dir / set SYMZOO_DATA")
@@ -137,9 +150,11 @@ def _idx(name: str, files: _Files, data_dir: str | Path | None) -> ImageData:
 
 def _cifar10(data_dir: str | Path | None) -> ImageData:
     def batch(filename: str) -> tuple[np.ndarray, np.ndarray]:
-        path = _find(_CIFAR10, filename, data_dir, "CIFAR-10")
-        with open(path, "rb") as handle:
-            data = pickle.load(handle, encoding="latin1")
+        # The one place symzoo unpickles a file (unpickling can run code): CIFAR-10's python batches
+        # exist only as pickles. It is safe only because these exact bytes were first checked
+        # against the published md5 of each batch, so nothing but the genuine files is unpickled.
+        _, raw = _read_verified(_CIFAR10, filename, data_dir, "CIFAR-10")
+        data = pickle.loads(raw, encoding="latin1")
         return np.asarray(data["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(data["labels"])
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow as pa
 import torch
 from tqdm import tqdm
 
@@ -126,11 +127,13 @@ class ShardWork:
 
     Picklable and small (the data set travels separately), so a Ray worker gets one per zoo.
     ``device`` is resolved where the shard runs: a Ray worker's GPU is not the driver's.
+    ``metadata`` is the zoo's, so that a worker's shard files carry the zoo's own header.
     """
 
     spec: ZooSpec
     device: str = "auto"
     autocast_bf16: bool = False
+    metadata: ZooMetadata = ZooMetadata()
 
     def train(self, shard: Shard, data: ImageData, on_epoch: EpochCallback | None = None) -> list[ModelRecord]:
         jobs = [self.spec.job(i) for i in shard.indices]
@@ -139,8 +142,21 @@ class ShardWork:
                                 autocast_bf16=self.autocast_bf16)
         return [_record(r) for r in results]
 
-    def writer(self, out: Path, metadata: ZooMetadata = ZooMetadata()) -> ZooWriter:
-        return ZooWriter(out, self.spec.arch_spec(), zoo_schema(self.spec), metadata)
+    def writer(self, out: Path) -> ZooWriter:
+        return ZooWriter(out, self.spec.arch_spec(), zoo_schema(self.spec), self.metadata, row_check=self.row_problem)
+
+    def row_problem(self, rows: pa.Table) -> str | None:
+        """Why rows found in an unlisted shard file are not the models this spec makes at their
+        indices (their seed and hyperparameters are a function of the zoo seed and the index)."""
+        columns = {name: rows.column(name).to_pylist() for name in ("index", "seed", *HyperparameterSpace.NAMES)}
+        for row, index in enumerate(columns["index"]):
+            job = self.spec.job(index)
+            expected = {"seed": job.seed, "lr": job.lr, "weight_decay": job.weight_decay,
+                        "label_smoothing": job.label_smoothing, "epochs": job.epochs}
+            wrong = [name for name, value in expected.items() if columns[name][row] != value]
+            if wrong:
+                return f"model {index} has another {', '.join(wrong)} than this zoo's spec gives (another zoo seed?)"
+        return None
 
 
 def write_shard(writer: ZooWriter, shard: Shard, records: Sequence[ModelRecord]) -> ShardResult:
@@ -242,8 +258,9 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
     data = _training_data(spec, data_dir)
     metadata = _metadata(spec, data)
     _check_resumable(out, metadata)
-    work = ShardWork(spec, device, autocast_bf16)
-    with work.writer(out, metadata) as writer:  # holds the zoo's lock: one writing process per zoo
+    work = ShardWork(spec, device, autocast_bf16, metadata)
+    with work.writer(out) as writer:  # holds the zoo's lock: one writing process per zoo
+        work = dataclasses.replace(work, metadata=writer.manifest.metadata)  # an older zoo keeps its own
         stored = writer.stored_indices
         todo = [i for i in range(spec.n_models) if i not in stored]
         shards = plan_shards(todo, spec.batch_models)

@@ -24,7 +24,7 @@ from generators.data import ImageData
 from generators.generate import Shard, ShardFailure, ShardResult, ShardWork, check_device, write_shard
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import ZooWriter
-from zoo.storage.files import fsync_dir
+from zoo.storage.files import crash_point, fsync_dir, refuse_symlink, sha256_of
 from zoo.storage.format import DATA_DIR
 
 __all__ = ["STAGING", "RayEngine", "RayMissing", "import_ray", "publish_shard"]
@@ -138,12 +138,17 @@ def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str) 
     """
     records = work.train(shard, data)
     zoo = Path(zoo_dir)
+    refuse_symlink(zoo / STAGING)
     staging = zoo / STAGING / f"{shard.name}-{uuid.uuid4().hex}"
     try:
         with work.writer(staging) as writer:
             result = write_shard(writer, shard, records)
         for info in result.files:
-            os.replace(staging / info.path, zoo / info.path)
+            target = zoo / info.path
+            if target.exists() and sha256_of(target) != info.sha256:  # names are unique per model set
+                raise SymzooError(f"{target} exists with other contents; a shard file is never replaced")
+            os.replace(staging / info.path, target)
+            crash_point("publish.renamed")
         fsync_dir(zoo / DATA_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

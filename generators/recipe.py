@@ -25,7 +25,7 @@ class Augment:
 
     def __post_init__(self) -> None:
         if self.translate < 0 or self.cutout < 0:
-            raise SpecError("augment.translate and augment.cutout must be >= 0")
+            raise SpecError("translate and cutout must be >= 0")
 
     @property
     def active(self) -> bool:
@@ -51,13 +51,13 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise SpecError(f"recipe.schedule '{self.schedule}' is unknown; expected one of {', '.join(SCHEDULES)}")
+            raise SpecError(f"schedule '{self.schedule}' is unknown; expected one of {', '.join(SCHEDULES)}")
         if self.batch_size <= 0:
-            raise SpecError(f"recipe.batch_size must be positive, got {self.batch_size}")
+            raise SpecError(f"batch_size must be positive, got {self.batch_size}")
         if not 0 < self.peak_fraction < 1:
-            raise SpecError(f"recipe.peak_fraction must be in (0, 1), got {self.peak_fraction}")
+            raise SpecError(f"peak_fraction must be in (0, 1), got {self.peak_fraction}")
         if self.peak_epoch is not None and self.peak_epoch <= 0:
-            raise SpecError(f"recipe.peak_epoch must be > 0, got {self.peak_epoch}")
+            raise SpecError(f"peak_epoch must be > 0, got {self.peak_epoch}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from generators.data import DATASETS
+from generators.data import DATASET_SHAPES, DATASETS
 from generators.recipe import Augment, Recipe, TrainJob
 from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
@@ -45,6 +46,9 @@ class Dist:
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise SpecError(f"distribution kind '{self.kind}' is unknown; expected one of {', '.join(self.KINDS)}")
+        if not all(math.isfinite(v) for v in (self.low, self.scale, *([] if self.high is None else [self.high]))):
+            raise SpecError(f"{self.kind} distribution needs finite numbers, got low={self.low}, high={self.high}, "
+                            f"scale={self.scale}")
         if self.kind != "fixed" and (self.high is None or self.high < self.low):
             raise SpecError(f"{self.kind} distribution needs low <= high, got low={self.low}, high={self.high}")
         if self.kind == "int_uniform" and (self.low != int(self.low) or self.high != int(self.high)):
@@ -76,11 +80,13 @@ class HyperparameterSpace:
 
     def __post_init__(self) -> None:
         if self.lr.bounds[0] <= 0 or self.weight_decay.bounds[0] < 0:
-            raise SpecError("hyperparameters: lr must be > 0 and weight_decay >= 0")
+            raise SpecError("lr must be > 0 and weight_decay >= 0")
         if not 0 <= self.label_smoothing.bounds[0] <= self.label_smoothing.bounds[1] < 1:
-            raise SpecError("hyperparameters: label_smoothing must lie in [0, 1)")
+            raise SpecError("label_smoothing must lie in [0, 1)")
         if self.epochs.kind not in ("int_uniform", "fixed") or self.epochs.bounds[0] < 1:
-            raise SpecError("hyperparameters: epochs must be an int_uniform or fixed distribution with values >= 1")
+            raise SpecError("epochs must be an int_uniform or fixed distribution with values >= 1")
+        if any(e != int(e) for e in self.epochs.bounds):  # not rounded: the zoo would not be what was asked
+            raise SpecError(f"epochs must be whole numbers, got {', '.join(f'{e:g}' for e in dict.fromkeys(self.epochs.bounds))}")
 
     NAMES = ("lr", "weight_decay", "label_smoothing", "epochs")
     TYPES = {"lr": "float", "weight_decay": "float", "label_smoothing": "float", "epochs": "int"}
@@ -127,9 +133,18 @@ class ZooSpec:
             raise SpecError(f"dataset '{self.dataset}' is unknown; expected one of {', '.join(DATASETS)}")
         if self.train_subset is not None and self.train_subset <= 0:
             raise SpecError(f"train_subset must be positive, got {self.train_subset}")
+        last = int(self.hyperparameters.epochs.bounds[1])
+        if any(not 0 <= e <= last for e in self.checkpoint_epochs):  # a checkpoint no model reaches is never stored
+            raise SpecError(f"checkpoint_epochs {list(self.checkpoint_epochs)}: expected epochs from 0 to {last}, "
+                            "the last epoch any model trains")
         if 0 not in self.checkpoint_epochs:
             object.__setattr__(self, "checkpoint_epochs", (0, *self.checkpoint_epochs))
-        self.arch_spec()  # unknown architecture -> error now, before any training
+        arch = self.arch_spec()  # unknown or unfitting architecture -> error now, before anything is created
+        example, classes = DATASET_SHAPES[self.dataset]
+        if not arch.accepts(example) or arch.num_outputs() != classes:
+            raise SpecError(f"arch: input {arch.input_shape()} and {arch.num_outputs()} outputs do not fit data set "
+                            f"'{self.dataset}'; expected input {example} (or {math.prod(example)} features for an "
+                            f"mlp) and {classes} outputs")
 
     def arch_spec(self) -> ArchSpec:
         base = get_arch(self.arch, None) if isinstance(self.arch, str) else spec_from_dict(self.arch, source="arch")

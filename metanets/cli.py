@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from metanets.checkpoint import CHECKPOINT_FILE, CheckpointError, MetanetCheckpoint
 from metanets.models import METANETS, get_metanet
 from metanets.train import TARGETS, MetanetConfig, evaluate, load_features, train_metanet
-from zoo.cli import print_json
+from zoo.cli import can_write_in, print_json
 from zoo.errors import SpecError
 from zoo.storage import SPLITS, open_zoo
-from zoo.storage.files import atomic_write, atomic_write_text
+from zoo.storage.files import atomic_write_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("predict", help="score a zoo with a trained metanet")
-    p.add_argument("--metanet", required=True, metavar="FILE", help="metanet.pt written by metanet train")
+    p.add_argument("--metanet", required=True, metavar="FILE", help=f"{CHECKPOINT_FILE} written by metanet train")
     p.add_argument("--zoo", required=True, metavar="DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_predict)
@@ -48,13 +48,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.lrs:
         options["lrs"] = tuple(args.lrs)
     config = MetanetConfig(model=args.model, **options)
+    out = Path(args.out) if args.out else Path(args.zoo) / "metanets" / f"{args.model}-{args.target}"
+    if not can_write_in(out):  # said now, not after the training it would throw away
+        raise SpecError(f"{out}: cannot write the results there (read-only, or not a folder); "
+                        "pass --out DIR to put them elsewhere")
     run = train_metanet(args.zoo, config, quiet=args.quiet)
     result, state, features = run.summary, run.best_state, run.features
-    out = Path(args.out) if args.out else Path(args.zoo) / "metanets" / f"{args.model}-{args.target}"
     out.mkdir(parents=True, exist_ok=True)
-    saved = {"config": result["config"], "input_dim": result["input_dim"], "view": result["view"],
-             "state_dict": state, "normalizer": features.normalizer, "zoo": str(args.zoo)}
-    atomic_write(out / "metanet.pt", lambda tmp: torch.save(saved, tmp))
+    MetanetCheckpoint(config, result["input_dim"], result["view"], state, features.normalizer,
+                      str(args.zoo)).save(out / CHECKPOINT_FILE)
     model = features.build()
     model.load_state_dict(state)
     pred, _ = evaluate(model, features, "test")
@@ -62,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
              f"{args.model} on {Path(args.zoo).name}: test R² {result['test']['r2']:.3f}, τ {result['test']['kendall_tau']:.3f}",
              args.target)
     result["files"] = {"results": str(out / "results.json"), "scatter": str(out / "scatter.png"),
-                       "metanet": str(out / "metanet.pt")}
+                       "metanet": str(out / CHECKPOINT_FILE)}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))
     if args.json:
         print_json(result)
@@ -71,23 +73,24 @@ def _train(args: argparse.Namespace) -> int:
               f"{result['excluded_diverged']} diverged models excluded)")
         for split in ("val", "test"):
             print(f"  {split:<5} R² {result[split]['r2']:.4f}   Kendall τ {result[split]['kendall_tau']:.4f}")
-        print(f"  wrote {out}/results.json, scatter.png, metanet.pt")
+        print(f"  wrote {out}/results.json, scatter.png, {CHECKPOINT_FILE}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    try:
-        saved = torch.load(args.metanet, weights_only=False)
-        config = MetanetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
-    except (OSError, KeyError, TypeError, RuntimeError) as err:
-        raise SpecError(f"{args.metanet}: not a metanet file written by 'symzoo metanet train' ({err})") from None
+    saved = MetanetCheckpoint.load(args.metanet)
+    config = saved.config
     entry = get_metanet(config.model)
-    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved["normalizer"])
-    if features.input_dim != saved["input_dim"]:
-        raise SpecError(f"{args.zoo}: metanet reads {saved['input_dim']} inputs but this zoo gives {features.input_dim}; "
+    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved.normalizer)
+    if features.input_dim != saved.input_dim:
+        raise SpecError(f"{args.zoo}: metanet reads {saved.input_dim} inputs but this zoo gives {features.input_dim}; "
                         "it needs a zoo of the same architecture")
     model = features.build()
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved.state_dict)
+    except RuntimeError:  # torch's message spans many lines; the names do not help the user
+        raise CheckpointError.for_file(args.metanet, f"its weights do not fit a {config.model} metanet of "
+                                                     f"{saved.input_dim} inputs") from None
     report = {"metanet": args.metanet, "zoo": args.zoo, "model": config.model, "target": config.target,
               **{split: evaluate(model, features, split)[1] for split in SPLITS if len(features.targets[split]) > 1}}
     if args.json:

@@ -47,6 +47,10 @@ class MetanetConfig:
             raise SpecError(f"unknown target '{self.target}'; expected one of {', '.join(TARGETS)}")
         if self.epochs <= 0 or self.seeds <= 0 or self.batch_size <= 0 or not self.lrs:
             raise SpecError("epochs, seeds, batch_size must be positive and lrs non-empty")
+        if not all(math.isfinite(lr) and lr > 0 for lr in self.lrs):
+            raise SpecError(f"lrs {list(self.lrs)}: expected learning rates > 0 (e.g. 1e-3)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise SpecError(f"weight_decay {self.weight_decay}: expected a number >= 0")
 
 
 @dataclass
@@ -108,7 +112,8 @@ def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: 
         targets[split] = torch.from_numpy(y[rows]).float()
     if entry.view == "statistics" and normalizer is None:
         train = inputs["train"]
-        normalizer = (train.mean(0), train.std(0).clamp_min(1e-8))
+        std = train.std(0) if len(train) > 1 else torch.ones(train.shape[1])  # fewer than 2 rows: no spread
+        normalizer = (train.mean(0), std.clamp_min(1e-8))
     return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer, zoo.spec)
 
 
@@ -189,8 +194,10 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
     zoo = open_zoo(zoo_path)
     entry = get_metanet(config.model)
     features = load_features(zoo, entry, config.target, config.include_diverged)
-    if min(len(features.targets[s]) for s in SPLITS) < 2:
-        raise SpecError(f"{zoo_path}: each split needs at least 2 usable models to train and evaluate a metanet")
+    counts = {s: len(features.targets[s]) for s in SPLITS}
+    if min(counts.values()) < 2:
+        raise SpecError(f"{zoo_path}: each split needs at least 2 usable models to train and evaluate a metanet, "
+                        f"found {', '.join(f'{s} {n}' for s, n in counts.items())}; generate more models")
     runs = len(config.lrs) + config.seeds
     with tqdm(total=runs, desc=f"{config.model} on {Path(zoo_path).name}", unit="run", disable=quiet or None,
               file=sys.stderr) as bar:

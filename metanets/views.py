@@ -27,6 +27,9 @@ def statistics_view(weights: Tensor, layout: ParamLayout, chunk: int = 256) -> T
     ResNet8 stem, FiGLU matrices) are skipped, as they are constant across a zoo.
     """
     mask = layout.trainable_mask.to(weights.device)
+    if not len(weights):  # e.g. an empty split; torch.quantile refuses empty input
+        tensors = sum(bool(mask[slot.offset : slot.stop].any()) for slot in layout.slots)
+        return weights.new_zeros((0, len(STATISTICS) * tensors))
     features = []
     for slot in layout.slots:
         keep = mask[slot.offset : slot.stop]

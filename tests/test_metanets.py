@@ -103,7 +103,7 @@ def test_metanet_command_line_train_and_predict(digits_zoo, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"model", "zoo", "val", "test", "per_seed"} <= set(result) and result["model"] == "deepsets"
     assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG" and (out / "results.json").exists()
-    assert main(["metanet", "predict", "--metanet", str(out / "metanet.pt"), "--zoo", str(digits_zoo), "--json"]) == 0
+    assert main(["metanet", "predict", "--metanet", str(out / "metanet.safetensors"), "--zoo", str(digits_zoo), "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     assert predicted["test"]["r2"] == pytest.approx(result["test"]["r2"], abs=1e-6)
     assert main(["metanet", "train", "--zoo", str(digits_zoo), "--model", "gpt"]) == 2

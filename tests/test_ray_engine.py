@@ -4,6 +4,7 @@ fails). Workers are killed from outside with SIGKILL, as a crash or the OOM kill
 
 import dataclasses
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -85,7 +86,7 @@ class WorkerKiller(threading.Thread):
                 if running:
                     self.seen.add(proc.pid)
                     if len(self.killed) < self.times and proc.pid not in self.killed:
-                        self.published_before_kill |= any(self.zoo.glob(f"data/*-{key}.parquet"))
+                        self.published_before_kill |= any(self.zoo.glob(f"data/*-{key}-*.parquet"))
                         proc.send_signal(signal.SIGKILL)
                         self.killed.append(proc.pid)
             self._halt.wait(0.01)
@@ -178,11 +179,11 @@ def test_ray_zoo_is_byte_identical_to_local_zoo(spec, reference, ray_session, tm
     report = generate(spec, tmp_path / "zoo", device="cpu", quiet=True, engine=RayEngine())
     assert report.trained == N_MODELS and report.skipped == 0
     assert zoo_files(tmp_path / "zoo") == zoo_files(reference)
-    assert sorted(zoo_files(reference)) == ["README.md", "data/test-0000000.parquet", "data/test-0000008.parquet",
-                                        "data/test-0000016.parquet", "data/train-0000000.parquet",
-                                        "data/train-0000008.parquet", "data/train-0000016.parquet",
-                                        "data/validation-0000000.parquet", "data/validation-0000008.parquet",
-                                        "data/validation-0000016.parquet", "fixed.npz", "zoo.json"]
+    names = sorted(zoo_files(reference))
+    assert [n for n in names if not n.startswith("data/")] == ["README.md", "fixed.npz", "zoo.json"]
+    shards = [re.fullmatch(r"data/(\w+)-(\d{7})-[0-9a-f]{12}\.parquet", n) for n in names if n.startswith("data/")]
+    assert sorted((m[1], int(m[2])) for m in shards) == sorted(
+        (split, key) for split in ("train", "validation", "test") for key in (0, 8, 16))  # a file per split per shard
     again = generate(spec, tmp_path / "zoo", device="cpu", quiet=True, engine=RayEngine())
     assert (again.trained, again.skipped) == (0, N_MODELS)
 

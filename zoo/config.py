@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,19 +45,76 @@ _CONFIG = dacite.Config(strict=True, type_hooks={float: _int_to_float})
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     """Build ``cls`` from ``data``: unknown fields, missing fields, wrong types and invalid values
-    (``SpecError`` from ``__post_init__``) all become ``SpecError("<source>: ...")``."""
+    (``SpecError`` from ``__post_init__``) all become ``SpecError("<source>: ...")``, naming the
+    nested field's full path (``hyperparameters.lr.foo``) where the problem lies below the top."""
+    data = _lists_to_tuples(data)
     try:
-        return dacite.from_dict(cls, _lists_to_tuples(data), config=_CONFIG)
+        return dacite.from_dict(cls, data, config=_CONFIG)
     except SpecError as err:
-        raise SpecError(f"{source}: {err}") from None
+        where, _ = _innermost(cls, data, lambda t, d: _fails_with(t, d, str(err)))
+        raise SpecError(f"{source}: {where + ': ' if where else ''}{err}") from None
     except dacite.WrongTypeError as err:
         got = _lookup(data, err.field_path or "")
         expected = getattr(err.field_type, "__name__", None) if not getattr(err.field_type, "__args__", None) else None
         raise SpecError(f"{source}: field '{err.field_path}' is {got!r}; expected {expected or err.field_type}") from None
     except dacite.UnexpectedDataError as err:
-        raise SpecError(f"{source}: unknown field(s) {', '.join(sorted(err.keys))}") from None
+        where, owner = _innermost(cls, data, lambda t, d: set(err.keys) <= set(d) - _field_names(t))
+        names = ", ".join(f"{where}.{k}" if where else k for k in sorted(err.keys))
+        raise SpecError(f"{source}: unknown field(s) {names}; expected {where + ' fields' if where else 'fields'}: "
+                        f"{', '.join(sorted(_field_names(owner)))}") from None
     except (dacite.DaciteError, TypeError) as err:
         raise SpecError(f"{source}: {err}") from None
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _nested(cls: type, data: Any, path: str = "") -> Iterator[tuple[str, type, dict[str, Any]]]:
+    """``(dotted path, dataclass, mapping)`` of every mapping in ``data`` that fills a nested
+    dataclass field of ``cls`` (also inside optionals, unions, ``dict`` values and tuples), deepest first."""
+    if not isinstance(data, dict):
+        return
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that cannot be resolved here: no path, still the message
+        return
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            yield from _values(hints[f.name], data[f.name], f"{path}.{f.name}" if path else f.name)
+
+
+def _values(hint: Any, value: Any, path: str) -> Iterator[tuple[str, type, dict[str, Any]]]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        yield from _nested(hint, value, path)
+        yield path, hint, value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _values(arg, value, path)
+    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+        for key, item in value.items():
+            yield from _values(args[1], item, f"{path}.{key}")
+    elif origin is tuple and args and isinstance(value, tuple):
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        for i, (item_type, item) in enumerate(zip(item_types, value)):
+            yield from _values(item_type, item, f"{path}[{i}]")
+
+
+def _innermost(cls: type, data: dict[str, Any], matches: Callable[[type, dict[str, Any]], bool]) -> tuple[str, type]:
+    """Path and dataclass of the deepest nested mapping of ``data`` that ``matches``; ("", cls) if none."""
+    return next(((path, t) for path, t, d in _nested(cls, data) if matches(t, d)), ("", cls))
+
+
+def _fails_with(cls: type, data: dict[str, Any], message: str) -> bool:
+    """Whether building ``cls`` from ``data`` alone raises the ``SpecError`` ``message``."""
+    try:
+        dacite.from_dict(cls, data, config=_CONFIG)
+    except SpecError as err:
+        return str(err) == message
+    except (dacite.DaciteError, TypeError):
+        pass
+    return False
 
 
 def read_config_file(path: str | Path, what: str) -> Any:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from zoo.errors import SymzooError
+from zoo.errors import SymzooError, one_line, os_error_message
 
-__all__ = ["main", "build_parser", "print_json"]
+__all__ = ["main", "build_parser", "print_json", "can_write_in"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def can_write_in(directory: str | Path) -> bool:
+    """Whether files can be created in ``directory`` (or, while it does not exist, in the nearest
+    folder above it, where it would be made). Tried with a probe file, since permission bits say
+    nothing for root or on a read-only mount: commands check their output folder before long work."""
+    path = Path(directory)
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    if not path.is_dir():
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(dir=path, prefix=".symzoo-probe-")
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
 def print_json(obj: Any) -> None:
     """The one JSON object of a ``--json`` command, on stdout."""
     json.dump(obj, sys.stdout, indent=2)
@@ -45,9 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except SymzooError as err:
-        print(f"symzoo: error: {err}", file=sys.stderr)
+        print(f"symzoo: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as err:  # a path the user gave cannot be read or written (missing, read-only, full disk)
+        print(f"symzoo: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
 

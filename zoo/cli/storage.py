@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.cli import print_json
+from zoo.cli import can_write_in, print_json
+from zoo.errors import SpecError, SymzooError, os_error_message
 from zoo.storage import SPLITS, open_zoo
 from zoo.storage.format import STATUSES
 
@@ -31,6 +32,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["hdf5"], required=True)
     p.add_argument("--out", metavar="FILE", required=True)
     p.set_defaults(handler=_export)
+
+    p = commands.add_parser("repair", help="quarantine damaged or foreign shards (then rerun generate/import to "
+                            "make their models again); rebuild a lost zoo.json from the shards")
+    p.add_argument("zoo", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_repair)
 
     p = commands.add_parser("import", help="convert an existing public zoo into a symzoo zoo")
     p.add_argument("source", choices=["seed-pt", "small-cnn-zoo"], help="format of SRC")
@@ -68,9 +75,14 @@ def _info(args: argparse.Namespace) -> int:
         accuracies[split] = {k: np.asarray(data[k])[ok] for k in ("train_acc", "test_acc")}
     joined = {k: np.concatenate([a[k] for a in accuracies.values()]) if accuracies else np.array([])
               for k in ("train_acc", "test_acc")}
-    plot = Path(args.plot) if args.plot else (
+    plot: Path | None = Path(args.plot) if args.plot else (
         Path(args.zoo) / "accuracy_hist.png" if Path(args.zoo).is_dir() else Path(args.zoo).with_suffix(".accuracy_hist.png"))
-    _histogram(accuracies, plot, f"{manifest.metadata.name}: {manifest.arch.get('family')} {manifest.arch.get('variant')}")
+    if not args.plot and not can_write_in(plot.parent):  # a read-only zoo still gets its numbers
+        print(f"symzoo: note: {plot.parent} is read-only, so no histogram was written; pass --plot FILE to write "
+              "it elsewhere", file=sys.stderr)
+        plot = None
+    if plot is not None:
+        _histogram(accuracies, plot, f"{manifest.metadata.name}: {manifest.arch.get('family')} {manifest.arch.get('variant')}")
     report = {
         "zoo": str(args.zoo),
         "name": manifest.metadata.name,
@@ -83,7 +95,7 @@ def _info(args: argparse.Namespace) -> int:
         "train_acc": _stats(joined["train_acc"]),
         "test_acc": _stats(joined["test_acc"]),
         "size_bytes": _size_on_disk(Path(args.zoo)),
-        "histogram": str(plot),
+        "histogram": str(plot) if plot else None,
     }
     if args.json:
         print_json(report)
@@ -98,7 +110,8 @@ def _info(args: argparse.Namespace) -> int:
         if s["mean"] is not None:
             print(f"  {key:<11} mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  "
                   f"median {s['median']:.4f}  max {s['max']:.4f}")
-    print(f"  histogram: {plot}")
+    if plot:
+        print(f"  histogram: {plot}")
     return 0
 
 
@@ -124,8 +137,11 @@ def _histogram(accuracies: dict[str, dict[str, np.ndarray]], path: Path, title: 
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from zoo.storage.manifest import ZooFormatError
     from zoo.storage.verify import verify_zoo
 
+    if not Path(args.zoo).exists():  # bad input (exit 2), not a damaged zoo (exit 1)
+        raise ZooFormatError(f"{args.zoo}: no such zoo directory or HDF5 file; check the path")
     report = verify_zoo(args.zoo)
     if args.json:
         print_json({"zoo": args.zoo, "ok": report.ok, "models": report.models, "shards": report.shards,
@@ -141,8 +157,38 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from zoo.storage.hdf5 import export_hdf5
 
-    out = export_hdf5(args.zoo, args.out)
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir() or not can_write_in(out.parent):  # checked before the export's work
+        reason = ("is a directory" if out.is_dir() else f"folder {out.parent} does not exist" if not out.parent.exists()
+                  else f"{out.parent} is not a folder" if not out.parent.is_dir() else f"folder {out.parent} is read-only")
+        raise SpecError(f"--out {out}: {reason}; expected a file path in an existing, writable folder (e.g. zoo.h5)")
+    try:
+        out = export_hdf5(args.zoo, out)
+    except OSError as err:  # e.g. a full disk while writing
+        raise SymzooError(f"--out {out}: cannot write the export: {os_error_message(err)}") from None
     print(f"wrote {out}")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from zoo.storage.repair import repair_zoo
+
+    report = repair_zoo(args.zoo)
+    if args.json:
+        print_json({"zoo": str(report.zoo), "rebuilt_manifest": report.rebuilt_manifest,
+                    "quarantined": [{"file": f, "why": why, "moved": moved} for f, why, moved in report.quarantined],
+                    "quarantine": str(report.quarantine) if report.quarantine else None,
+                    "dropped_models": report.dropped_models})
+        return 0
+    if report.rebuilt_manifest:
+        print(f"{args.zoo}: rebuilt zoo.json from the shards' headers")
+    for rel, why, moved in report.quarantined:
+        print(f"{args.zoo}: {rel}: {why}; " + (f"moved to {report.quarantine}" if moved else "dropped from zoo.json"))
+    if report.dropped_models:
+        print(f"{report.dropped_models:,} models are no longer in the zoo: rerun the command that made it "
+              "(generate or import) to make exactly those again")
+    if not report.changed:
+        print(f"{args.zoo}: nothing to repair")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from zoo.errors import SpecError
-from zoo.nets.spec import ArchSpec
+from zoo.nets.spec import ArchSpec, positive_ints
 from zoo.nn import ACTIVATIONS, Activation, LayerBlock
 from zoo.symmetry import PermutationSpec, PermutationSpecBuilder
 
@@ -43,20 +43,32 @@ class CNNSpec(ArchSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.channels or min((self.in_channels, self.image_size, self.num_classes, *self.channels)) <= 0:
-            raise SpecError("cnn: in_channels, image_size, channels and num_classes must be positive")
+        if not self.channels or not positive_ints(self.in_channels, self.image_size, self.num_classes, self.kernel_size,
+                                                  *self.channels, *(self.strides or ())):
+            raise SpecError("cnn: in_channels, image_size, channels, strides, kernel_size and num_classes must be "
+                            "positive integers")
         if self.strides is not None and len(self.strides) != len(self.channels):
             raise SpecError(f"cnn: strides has {len(self.strides)} entries; expected one per conv layer ({len(self.channels)})")
         if self.padding not in ("same", "valid"):
             raise SpecError(f"cnn: padding '{self.padding}' is unknown; expected 'same' or 'valid'")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"cnn: activation '{self.activation}' is unknown; expected one of {', '.join(ACTIVATIONS)}")
+        self._check_size()
 
     def build_standard(self) -> nn.Module:
         return CNN(self)
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_channels, self.image_size, self.image_size)
+
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def num_weights(self) -> int:
+        dims, k = (self.in_channels, *self.channels), self.kernel_size
+        convs = sum(c_in * c_out * k * k + c_out + (2 * c_out if self.group_norm else 0)
+                    + (c_out * c_out if self.variant == "sigma_asym" else 0) for c_in, c_out in zip(dims[:-1], dims[1:]))
+        return convs + dims[-1] * self.num_classes + self.num_classes
 
 
 class CNN(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.errors import SpecError
-from zoo.nets.spec import ArchSpec
+from zoo.nets.spec import ArchSpec, positive_ints
 from zoo.nn import ACTIVATIONS, Activation, LayerBlock
 from zoo.symmetry import PermutationSpec, PermutationSpecBuilder
 
@@ -37,16 +38,30 @@ class MLPSpec(ArchSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min((self.in_features, self.out_features, *self.widths)) <= 0:
-            raise SpecError("mlp: in_features, widths and out_features must be positive")
+        if not positive_ints(self.in_features, self.out_features, *self.widths):
+            raise SpecError(f"mlp: in_features, widths and out_features must be positive integers, got "
+                            f"{self.in_features}, {list(self.widths)}, {self.out_features}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"mlp: activation '{self.activation}' is unknown; expected one of {', '.join(ACTIVATIONS)}")
+        self._check_size()
 
     def build_standard(self) -> nn.Module:
         return MLP(self)
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_features,)
+
+    def accepts(self, example_shape: tuple[int, ...]) -> bool:
+        return math.prod(example_shape) == self.in_features  # inputs are flattened
+
+    def num_outputs(self) -> int:
+        return self.out_features
+
+    def num_weights(self) -> int:
+        dims = (self.in_features, *self.widths)
+        hidden = sum(d_in * d_out + d_out + (2 * d_out if self.layer_norm else 0)
+                     + (d_out * d_out if self.variant == "sigma_asym" else 0) for d_in, d_out in zip(dims[:-1], dims[1:]))
+        return hidden + dims[-1] * self.out_features + self.out_features
 
 
 class MLP(nn.Module):

@@ -45,10 +45,27 @@ class ResNetSpec(ArchSpec):
             raise SpecError(f"resnet: width {self.width} gives no channels")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"resnet: activation '{self.activation}' is unknown; expected one of {', '.join(ACTIVATIONS)}")
+        self._check_size()
 
     @property
     def channels(self) -> tuple[int, ...]:
         return tuple(round(c * self.width) for c in self.base_channels)
+
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def num_weights(self) -> int:
+        figlu = (lambda c: c * c) if self.variant == "sigma_asym" else (lambda c: 0)  # noqa: E731
+        c0 = self.channels[0]
+        total = self.in_channels * c0 * 9 + 2 * c0 + figlu(c0)  # stem: conv, GroupNorm, activation
+        c_in = c0
+        for s, c_out in enumerate(self.channels):
+            for b in range(self.blocks_per_stage):
+                total += c_in * c_out * 9 + c_out * c_out * 9 + 4 * c_out + 2 * figlu(c_out)
+                if (s > 0 and b == 0) or c_in != c_out:  # 1×1 conv + GroupNorm shortcut
+                    total += c_in * c_out + 2 * c_out
+                c_in = c_out
+        return total + c_in * self.num_classes + self.num_classes
 
     @property
     def blocks_per_stage(self) -> int:

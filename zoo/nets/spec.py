@@ -81,7 +81,7 @@ class SigmaAsymSpec:
 
     def __post_init__(self) -> None:
         if self.std is not None and self.std <= 0:
-            raise SpecError(f"sigma_asym.std must be > 0, got {self.std}")
+            raise SpecError(f"std must be > 0, got {self.std}")
 
 
 FAMILIES: dict[str, type["ArchSpec"]] = {}
@@ -127,6 +127,28 @@ class ArchSpec:
         """Shape of one input example (without the batch dimension)."""
         raise NotImplementedError
 
+    def accepts(self, example_shape: tuple[int, ...]) -> bool:
+        """Whether examples of ``example_shape`` (no batch dimension) fit this network's input."""
+        return tuple(example_shape) == self.input_shape()
+
+    def num_outputs(self) -> int:
+        """Outputs of the network (the classes it tells apart)."""
+        raise NotImplementedError
+
+    def num_weights(self) -> int:
+        """Entries of the built network's flat weight vector (FiGLU matrices included), counted
+        without building it (family-specific)."""
+        raise NotImplementedError
+
+    # Far above any zoo member (the paper's largest has 935,434), far below what fails to allocate.
+    MAX_WEIGHTS: ClassVar[int] = 10**9
+
+    def _check_size(self) -> None:
+        """Refuse an absurd size before anything is built: building first allocates it all."""
+        if (n := self.num_weights()) > self.MAX_WEIGHTS:
+            raise SpecError(f"{self.family}: the network would have {n:,} weights; expected at most "
+                            f"{self.MAX_WEIGHTS:,} (smaller widths or channels)")
+
     def build(self, init_seed: int = 0, device: torch.device | str | None = None) -> nn.Module:
         """Build the network; trainable entries are initialised from ``init_seed`` alone.
 
@@ -154,6 +176,11 @@ class ArchSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def positive_ints(*values: Any) -> bool:
+    """Every value is an ``int`` (not a float or bool, which YAML and JSON also allow) and > 0."""
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
 def _plain(value: Any) -> Any:
     """Tuples to lists, recursively, so JSON and YAML see plain lists."""
     if isinstance(value, dict):
@@ -169,7 +196,7 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> ArchSpec:
         raise SpecError(f"{source}: expected a mapping with a 'family' field, got {type(data).__name__}")
     body = dict(data)
     family = body.pop("family", None)
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise SpecError(f"{source}: field 'family' is {family!r}; expected one of {', '.join(sorted(FAMILIES))}")
     return dataclass_from_dict(FAMILIES[family], body, source)
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import yaml
 
 from zoo.storage.files import atomic_write_text
-from zoo.storage.format import CARD, DATA_DIR, SPLITS
+from zoo.storage.format import CARD, SPLITS
 
 if TYPE_CHECKING:
     from zoo.storage.manifest import Manifest
@@ -26,7 +26,8 @@ def card_text(manifest: "Manifest", arrow_schema: pa.Schema) -> str:
         "tags": ["model-zoo", "weight-space", "symzoo", f"variant-{manifest.arch.get('variant')}"],
         "configs": [{
             "config_name": "default",
-            "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"} for s in splits],
+            # the listed files only: a file not (yet) in zoo.json is never read as part of the zoo
+            "data_files": [{"split": s, "path": [x.path for x in manifest.shards_of(s)]} for s in splits],
         }],
         "dataset_info": {
             "features": Features.from_arrow_schema(arrow_schema)._to_yaml_list(),
@@ -64,4 +65,4 @@ net = open_zoo("path/to/this/folder").rebuild(0, split="train")   # a working nn
 
 
 def write_card(zoo_dir: Path, manifest: "Manifest", arrow_schema: pa.Schema) -> None:
-    atomic_write_text(Path(zoo_dir) / CARD, card_text(manifest, arrow_schema))
+    atomic_write_text(Path(zoo_dir) / CARD, card_text(manifest, arrow_schema), step="commit.card")

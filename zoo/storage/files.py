@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,24 +17,64 @@ try:
 except ImportError:  # Windows: no advisory locks, writers are not guarded
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_write", "atomic_write_text", "fsync_dir", "sha256_of", "DirectoryLock", "DirectoryBusyError"]
+__all__ = [
+    "CRASH_AT", "atomic_write", "atomic_write_text", "crash_point", "fsync_dir", "sha256_of", "refuse_symlink",
+    "DirectoryLock", "DirectoryBusyError",
+]
+
+# Fault injection for tests: ``SYMZOO_CRASH_AT=N`` SIGKILLs this process at the N-th call of
+# :func:`crash_point`, i.e. at the N-th step boundary of a commit (``N:prefix`` counts only the
+# points whose name starts with ``prefix``). Deterministic, unlike killing from outside on a timer.
+CRASH_AT = "SYMZOO_CRASH_AT"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+def crash_point(name: str) -> None:
+    """A step boundary where a crash must leave the zoo recoverable; see :data:`CRASH_AT`.
+
+    The countdown lives in the environment (no module state), so worker processes started after
+    it was set inherit the remaining count.
+    """
+    setting = os.environ.get(CRASH_AT)
+    if not setting:
+        return
+    count, _, prefix = setting.partition(":")
+    if not name.startswith(prefix):
+        return
+    remaining = int(count) - 1
+    os.environ[CRASH_AT] = f"{remaining}:{prefix}" if prefix else str(remaining)
+    if remaining == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def refuse_symlink(path: Path) -> None:
+    """symzoo creates files only in real directories of the zoo: a link could point anywhere."""
+    if Path(path).is_symlink():
+        raise SymzooError(f"{path} is a symbolic link; symzoo does not write through links: "
+                          "remove it (or replace it by a real folder) and run again")
+
+
+TMP_PREFIX = "."  # temp files are hidden: ``.NAME.tmp-PID-TID``; a reopened zoo deletes those left by a crash
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True, step: str = "write") -> None:
     """Call ``write(tmp)`` on a hidden temp file beside ``path``, fsync it, then rename it into place.
 
     ``durable=False`` skips the fsyncs: for caches that can be rebuilt, where only atomicity matters.
+    ``step`` names the :func:`crash_point` before and after the rename.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
+        tmp.unlink(missing_ok=True)  # a planted link under this name must not be written through
         write(tmp)
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        crash_point(f"{step}.written")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    crash_point(f"{step}.renamed")
     if durable:
         fsync_dir(path.parent)
 
@@ -46,8 +88,8 @@ def fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def atomic_write_text(path: Path, text: str, *, durable: bool = True, step: str = "write") -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text), durable=durable, step=step)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -80,7 +122,12 @@ class DirectoryLock:
         if fcntl is None or self._handle is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a .lock planted as a link must not truncate what it points to
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                refuse_symlink(self.path)
+            raise
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION", "MANIFEST", "CARD", "FIXED_FILE", "DATA_DIR", "SPLITS", "STATUSES",
-    "METRICS", "model_id_of", "split_of", "checkpoint_column", "curve_column", "row_schema", "vector_type",
+    "METRICS", "SHARD_HEADER_KEY", "QUARANTINE_DIR", "model_id_of", "split_of", "checkpoint_column", "curve_column",
+    "row_schema", "shard_file", "vector_type",
 ]
 
 SCHEMA_VERSION = 1
@@ -19,6 +21,18 @@ DATA_DIR = "data"
 SPLITS = ("train", "validation", "test")
 STATUSES = ("ok", "diverged")
 METRICS = ("train_acc", "train_loss", "test_acc", "test_loss")
+SHARD_HEADER_KEY = b"symzoo.zoo"  # Parquet footer key: the zoo's header (``Manifest.header``) as JSON
+QUARANTINE_DIR = "quarantine"  # where ``symzoo repair`` moves damaged or foreign files
+
+
+def shard_file(split: str, key: int, indices: Sequence[int]) -> str:
+    """``data/{split}-{key:07d}-{tag}.parquet``, ``tag`` a digest of the shard's model indices.
+
+    Two shards never share a name unless they hold the same models: a shard written after a crash
+    can never replace one that an earlier run renamed into place (and the next run adopted).
+    """
+    digest = hashlib.blake2b(",".join(map(str, sorted(indices))).encode(), digest_size=6).hexdigest()
+    return f"{DATA_DIR}/{split}-{key:07d}-{digest}.parquet"
 
 
 def model_id_of(index: int) -> str:

@@ -3,11 +3,14 @@
 File layout: one dataset per column, rows ordered by split (``train``, ``validation``, ``test``)
 with the row range of each split in the ``split_offsets`` attribute; weight-sized columns are
 ``(N, P)`` float32 chunked along models (null checkpoints are NaN rows); the manifest is stored as
-JSON in the ``manifest`` attribute, masks and fixed values as datasets.
+JSON in the ``manifest`` attribute, masks and fixed values as datasets. The ``checksums`` attribute
+holds a SHA-256 of every dataset's values and of the other attributes: readers check a dataset
+before first using it, and ``symzoo verify zoo.h5`` checks them all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from functools import cached_property
@@ -27,6 +30,30 @@ __all__ = ["export_hdf5", "Hdf5Zoo"]
 
 _FORMAT = "symzoo-hdf5"
 _CHUNK_BYTES = 4 << 20
+_CHECKSUMS = "checksums"
+_ATTRS = "@attributes"  # the checksum entry of the attributes (manifest, split offsets, columns)
+
+
+def _digest(dataset: h5py.Dataset) -> str:
+    """SHA-256 of a dataset's shape, type and values, read in slices (weights never all in memory)."""
+    digest = hashlib.sha256(json.dumps([list(dataset.shape), str(dataset.dtype)]).encode())
+    if not dataset.shape:
+        digest.update(np.asarray(dataset[()]).tobytes())
+    elif dataset.dtype.kind == "O":  # strings and curves: each value with its length
+        for value in dataset[:]:
+            if isinstance(value, str):
+                value = value.encode()
+            raw = value if isinstance(value, bytes) else np.asarray(value, dtype=np.float32).tobytes()
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+    else:
+        rows = 16 * (dataset.chunks[0] if dataset.chunks else 4096)
+        for start in range(0, dataset.shape[0], rows):
+            digest.update(np.ascontiguousarray(dataset[start : start + rows]).tobytes())
+    return digest.hexdigest()
+
+
+def _attrs_digest(f: h5py.File) -> str:
+    return hashlib.sha256(json.dumps([str(f.attrs[k]) for k in ("format", "manifest", "split_offsets", "columns")]).encode()).hexdigest()
 
 
 def export_hdf5(zoo_dir: str | Path, out: str | Path) -> Path:
@@ -78,6 +105,7 @@ def export_hdf5(zoo_dir: str | Path, out: str | Path) -> Path:
                     f.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
             f.attrs["split_offsets"] = json.dumps(offsets)
             f.attrs["columns"] = json.dumps(columns)
+            f.attrs[_CHECKSUMS] = json.dumps({_ATTRS: _attrs_digest(f), **{name: _digest(f[name]) for name in f}})
 
     atomic_write(out, write)
     return out
@@ -98,16 +126,34 @@ class Hdf5Zoo(Zoo):
             with h5py.File(self.path, "r") as f:
                 if f.attrs.get("format") != _FORMAT:
                     raise ZooFormatError(f"{self.path}: not a symzoo HDF5 export (attribute 'format' is missing)")
+                if _CHECKSUMS not in f.attrs:
+                    raise ZooFormatError(f"{self.path}: exported without checksums (by an older symzoo), so its bytes "
+                                         "cannot be checked; export the zoo again")
+                self._checksums = json.loads(f.attrs[_CHECKSUMS])
+                if self._checksums.get(_ATTRS) != _attrs_digest(f):
+                    raise ZooFormatError(f"{self.path}: checksum mismatch in its attributes (manifest, split offsets, "
+                                         "columns); the file is damaged: export the zoo again")
                 self.manifest = Manifest.from_data(json.loads(f.attrs["manifest"]), f"{self.path} manifest")
                 self._offsets = json.loads(f.attrs["split_offsets"])
                 self._columns = json.loads(f.attrs["columns"])
-        except OSError as err:
-            raise ZooFormatError(f"{self.path}: not a readable HDF5 file ({err})") from None
+        except (OSError, KeyError, ValueError) as err:
+            raise ZooFormatError(f"{self.path}: not a readable symzoo HDF5 export ({err})") from None
+        self._verified: set[str] = set()
+
+    def _check(self, f: h5py.File, name: str) -> h5py.Dataset:
+        """The dataset ``name``, its checksum checked on first use."""
+        if name not in self._verified:
+            if name not in f or self._checksums.get(name) != _digest(f[name]):
+                raise ZooFormatError(f"{self.path}: checksum mismatch in dataset '{name}'; the file is damaged: "
+                                     "export the zoo again")
+            self._verified.add(name)
+        return f[name]
 
     @cached_property
     def fixed(self) -> tuple[torch.Tensor, torch.Tensor]:
         with h5py.File(self.path, "r") as f:
-            return torch.from_numpy(f["trainable_mask"][:].astype(bool)), torch.from_numpy(f["fixed_values"][:])
+            return (torch.from_numpy(self._check(f, "trainable_mask")[:].astype(bool)),
+                    torch.from_numpy(self._check(f, "fixed_values")[:]))
 
     def columns(self) -> list[str]:
         return list(self._columns)
@@ -122,7 +168,7 @@ class Hdf5Zoo(Zoo):
         out: dict[str, Any] = {}
         with h5py.File(self.path, "r") as f:
             for name in names:
-                data = f[name][start:stop]
+                data = self._check(f, name)[start:stop]
                 if data.dtype == object and not _is_curve(name):
                     out[name] = [v.decode() if isinstance(v, bytes) else v for v in data]
                 elif _is_curve(name):
@@ -135,5 +181,26 @@ class Hdf5Zoo(Zoo):
         self._check_split(split)
         start, stop = self._offsets[split]
         with h5py.File(self.path, "r") as f:
+            for name in columns:
+                self._check(f, name)
             for i in range(start, stop, batch_size):
                 yield {c: f[c][i : min(stop, i + batch_size)] for c in columns}
+
+
+def verify_hdf5(path: str | Path) -> "VerifyReport":
+    """``symzoo verify zoo.h5``: every dataset and attribute against the checksums stored at export."""
+    from zoo.storage.verify import VerifyReport
+
+    report = VerifyReport()
+    try:
+        zoo = Hdf5Zoo(path)
+        with h5py.File(zoo.path, "r") as f:
+            for name in sorted(set(f) | set(zoo._checksums) - {_ATTRS}):
+                try:
+                    zoo._check(f, name)
+                except ZooFormatError as err:
+                    report.problems.append(str(err))
+        report.models, report.shards = zoo.num_rows(), 1
+    except (ZooFormatError, OSError) as err:
+        report.problems.append(str(err))
+    return report

@@ -19,8 +19,9 @@ from torch import nn
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec, spec_from_dict
-from zoo.storage.files import atomic_write
+from zoo.storage.files import atomic_write, sha256_of
 from zoo.storage.format import SPLITS, checkpoint_column, row_schema
+from zoo.storage.integrity import ShardChecker, shard_header
 from zoo.storage.manifest import Manifest, ShardInfo, ZooFormatError
 
 __all__ = ["Zoo", "open_zoo", "load"]
@@ -34,6 +35,10 @@ class Zoo:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
+
+    @cached_property
+    def _checker(self) -> ShardChecker:
+        return ShardChecker(self.path, shard_header(self.manifest, self.fixed))
 
     # -- structure ------------------------------------------------------------------------------
     @cached_property
@@ -49,6 +54,8 @@ class Zoo:
         path = self.path / self.manifest.fixed_file
         if not path.is_file():
             raise ZooFormatError(f"{path}: fixed-entries file missing (it holds the zoo's masks)")
+        if sha256_of(path) != self.manifest.fixed_sha256:
+            raise ZooFormatError(f"{path}: checksum mismatch, the masks file is damaged; restore it from a copy of the zoo")
         try:
             with np.load(path) as data:
                 mask, values = data["trainable_mask"], data["fixed_values"]
@@ -102,7 +109,7 @@ class Zoo:
                      columns: Sequence[str] = ("weights", "test_acc")) -> Iterator[dict[str, np.ndarray]]:
         """Stream a split in batches without materialising it (for zoos larger than memory)."""
         self._check_split(split)
-        for shard in self.manifest.shards_of(split):
+        for shard in self._verified_shards(split):
             for batch in self._shard_file(shard).iter_batches(batch_size, columns=list(columns)):
                 yield {name: _to_array(batch.column(name)) for name in columns}
 
@@ -126,8 +133,14 @@ class Zoo:
         if split not in SPLITS:
             raise ZooFormatError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
 
+    def _verified_shards(self, split: str) -> list[ShardInfo]:
+        """The shards of ``split``, each checked against its checksum (see :class:`ShardChecker`)."""
+        shards = self.manifest.shards_of(split)
+        self._checker.verify(shards)
+        return shards
+
     def _shard_file(self, shard: ShardInfo) -> pq.ParquetFile:
-        """Open a shard, checking that it exists, parses and has the zoo's schema."""
+        """Open a verified shard, checking that it parses and has the zoo's schema."""
         path = self.path / shard.path
         try:
             handle = pq.ParquetFile(path)
@@ -146,7 +159,7 @@ class Zoo:
 
     def _read(self, split: str, columns: list[str]) -> pa.Table:
         tables = []
-        for shard in self.manifest.shards_of(split):
+        for shard in self._verified_shards(split):
             handle = self._shard_file(shard)
             try:
                 tables.append(handle.read(columns=columns))
@@ -157,11 +170,16 @@ class Zoo:
         return pa.concat_tables(tables)
 
     def _memmap(self, split: str, column: str) -> np.ndarray:
-        """A memory-mapped ``(rows, P)`` copy of a vector column, cached beside the shards."""
-        shards = self.manifest.shards_of(split)
+        """A memory-mapped ``(rows, P)`` copy of a vector column, cached beside the shards.
+
+        The cache is built only from verified shards, and used only while both it and the shards
+        are the files that were verified (a stat check; a changed file is hashed again).
+        """
+        shards = self._verified_shards(split)
         key = hashlib.sha256("".join(s.sha256 for s in shards).encode()).hexdigest()[:16]
-        path = self._cache_dir() / f"{split}-{column}-{key}.npy"
-        if not path.exists():
+        known = self._checker.known
+        path = known.path.parent / f"{split}-{column}-{key}.npy"
+        if not known.knows(path, key):
             blocks, start = [], 0  # (shard, row group, first row): decoded in parallel below
             for shard in shards:
                 meta = self._shard_file(shard).metadata
@@ -184,23 +202,13 @@ class Zoo:
                 del array
 
             try:
-                atomic_write(path, fill, durable=False)  # a cache: rebuilt if lost
+                atomic_write(path, fill, durable=False, step="cache")  # a cache: rebuilt if lost
             except (pa.ArrowException, OSError) as err:
                 raise ZooFormatError(f"{self.path}: cannot read column '{column}' of split '{split}' ({err})") from None
+            self._checker.verify(shards)  # unchanged while the cache was built from them
+            known.remember(path, key)
+            known.save()
         return np.load(path, mmap_mode="c")
-
-    def _cache_dir(self) -> Path:
-        local = self.path / ".cache"
-        try:
-            local.mkdir(exist_ok=True)
-            if os.access(local, os.W_OK):
-                return local
-        except OSError:
-            pass
-        fallback = Path(os.environ.get("SYMZOO_CACHE", Path.home() / ".cache" / "symzoo"))
-        fallback = fallback / hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
 
 
 def _vectors_to_numpy(column: pa.Array | pa.ChunkedArray, size: int) -> np.ndarray:

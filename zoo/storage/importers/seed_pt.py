@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from zoo.errors import clean_message
 from zoo.layout import ParamLayout, fixed_entry_masks
 from zoo.nets import VARIANTS, ArchSpec, get_arch
 from zoo.storage.importers.common import require_dir, status_of, write_models
@@ -137,9 +138,8 @@ def _model_files(folder: Path) -> dict[int, Path]:
 def _load(path: Path) -> _Source:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ZooFormatError(f"{path}: not a readable torch file ({reason})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+        raise ZooFormatError(f"{path}: not a readable torch file ({clean_message(err)})") from None
     if not (isinstance(payload, (tuple, list)) and len(payload) in (2, 3) and isinstance(payload[0], Mapping)
             and all(isinstance(v, Tensor) for v in payload[0].values())):
         raise ZooFormatError(f"{path}: expected torch.save((state_dict, test_acc_percent)), "
