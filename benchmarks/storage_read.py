@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.storage import SPLITS, ModelRecord, ZooWriter
+from zoo.storage import SPLITS, ModelRecord, ZooWriter, open_zoo
 from zoo.storage import load as zoo_load
 from zoo.storage.hdf5 import export_hdf5
 
@@ -197,6 +197,18 @@ def read_pt(pt_dir: Path, layout: zoo.ParamLayout, out: np.ndarray, weights_only
 
 
 # -- timing ----------------------------------------------------------------------------------------
+def checksum_cost(zoo_dir: Path) -> float:
+    """Seconds to check every shard's SHA-256 and header, as a cold ``zoo.load`` does first (no
+    file remembered as verified yet); a warm load only ``stat``s the files."""
+    from zoo.storage.integrity import VerifiedFiles, ShardChecker, cache_dir, shard_header
+
+    (cache_dir(zoo_dir) / VerifiedFiles.FILE).unlink(missing_ok=True)
+    opened = open_zoo(zoo_dir)
+    start = time.perf_counter()
+    ShardChecker(zoo_dir, shard_header(opened.manifest, opened.fixed)).verify(opened.manifest.shards)
+    return time.perf_counter() - start
+
+
 def timed(name: str, variant: str, fn: Callable[[np.ndarray], np.ndarray], out: np.ndarray,
           expect_w: np.ndarray, expect_acc: np.ndarray) -> dict[str, Any]:
     out.fill(np.nan)
@@ -241,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                  out, split_w, split_acc))
         for variant in ("cold", "warm"):
             results.append(timed("parquet: zoo.load", variant, lambda o: read_zoo(zoo_dir, o), out, split_w, split_acc))
+        verify_seconds = checksum_cost(zoo_dir)
         for variant in ("run1", "run2"):
             results.append(timed("hdf5: zoo.load", variant, lambda o: read_zoo(h5_path, o), out, split_w, split_acc))
         for weights_only in (True, False):
@@ -273,6 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "results": results,
             "pt_baseline_models_per_s": baseline,
             "pt_fastest_models_per_s": fastest,
+            "checksum_seconds": round(verify_seconds, 3),
             "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
             "goal": goal,
             "build_seconds": round(t_build, 1),
@@ -301,6 +315,8 @@ def table(report: dict[str, Any]) -> str:
     load = report["load_average_1min"]
     lines += ["", f"'vs .pt' is relative to the faster run of '{PT_DEFAULT}' (torch's default, weights_only=True); "
               "'vs fastest .pt' to the fastest .pt run of any kind",
+              f"checking every shard's checksum and header (part of the cold zoo.load; a warm one only stats the "
+              f"files): {report['checksum_seconds']:.2f} s",
               f"1-minute load average before/after timing: {load['before']} / {load['after']} "
               f"(on {m['cpu_count']} CPUs; well above 1 means other processes competed for the CPUs)",
               f"goal (every Parquet path >= {goal['target_ratio']:.0f}x .pt): {'met' if goal['met'] else 'NOT met'}"]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from metanets.models import get_metanet
 from metanets.train import MetanetConfig
-from zoo.errors import SpecError, SymzooError
+from zoo.errors import SpecError, SymzooError, clean_message, one_line
 from zoo.storage.files import atomic_write
 
 __all__ = ["CHECKPOINT_FILE", "FORMAT", "VERSION", "MetanetCheckpoint", "CheckpointError"]
@@ -48,7 +48,7 @@ class CheckpointError(SpecError):
     @classmethod
     def for_file(cls, path: str | Path, reason: str) -> CheckpointError:
         """The one-line refusal, with control characters in the name or reason escaped."""
-        return cls(f"{_printable(str(path))}: {_printable(reason)}; {_EXPECTED}")
+        return cls(f"{one_line(str(path))}: {one_line(reason)}; {_EXPECTED}")
 
 
 class _Invalid(Exception):
@@ -112,7 +112,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
     except OSError as err:
         raise _Invalid(f"cannot be read ({err.strerror or err})") from None
     except SafetensorError as err:
-        raise _Invalid(f"not a safetensors file ({_reason(err)}){_pickle_hint(path)}") from None
+        raise _Invalid(f"not a safetensors file ({clean_message(err)}){_pickle_hint(path)}") from None
     return metadata, tensors
 
 
@@ -162,7 +162,7 @@ def _config(raw: Any) -> MetanetConfig:
     known = {f.name for f in fields(MetanetConfig)}
     for key, value in raw.items():
         if key not in known:
-            raise _Invalid(f"unknown config field {_printable(repr(key))}")
+            raise _Invalid(f"unknown config field {one_line(repr(key))}")
         if not _matches(value, hints[key]):
             raise _Invalid(f"config field {key!r} has the wrong type")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
@@ -192,7 +192,7 @@ def _check(checkpoint: MetanetCheckpoint) -> None:
         raise _Invalid("input_dim must be a positive integer")
     view = get_metanet(checkpoint.config.model).view
     if checkpoint.view != view:
-        raise _Invalid(f"view {_printable(repr(checkpoint.view))} but a {checkpoint.config.model} metanet reads '{view}'")
+        raise _Invalid(f"view {one_line(repr(checkpoint.view))} but a {checkpoint.config.model} metanet reads '{view}'")
     if not checkpoint.state_dict or not all(isinstance(t, Tensor) for t in checkpoint.state_dict.values()):
         raise _Invalid("state_dict must be a non-empty mapping of names to tensors")
     if (checkpoint.normalizer is not None) != (view == "statistics"):
@@ -202,13 +202,6 @@ def _check(checkpoint: MetanetCheckpoint) -> None:
                   for t in checkpoint.normalizer}
         if shapes != {(checkpoint.input_dim,)}:
             raise _Invalid(f"the normalizer must be two float vectors of length input_dim ({checkpoint.input_dim})")
-
-
-def _reason(err: Exception) -> str:
-    """The first line of a library's message, without advice to load files unsafely."""
-    text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-    text = text.split("weights_only")[0].rstrip(" ,.;:(")  # symzoo never offers to unpickle a file
-    return text.replace("Error while deserializing header: ", "") or type(err).__name__
 
 
 def _pickle_hint(path: Path) -> str:
@@ -221,8 +214,3 @@ def _pickle_hint(path: Path) -> str:
     if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
         return ": it looks like a pickle-based .pt file, which symzoo never opens because unpickling can run code"
     return ""
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line with control characters escaped, so a file name or message cannot drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from zoo.storage.files import atomic_write
+from zoo.storage.integrity import VerifiedFiles, cache_dir, file_stamp
 from zoo.storage.format import SPLITS
 from zoo.storage.manifest import Manifest, ZooFormatError
 from zoo.storage.reader import Format, Zoo, _as_format
@@ -140,13 +141,24 @@ class Hdf5Zoo(Zoo):
             raise ZooFormatError(f"{self.path}: not a readable symzoo HDF5 export ({err})") from None
         self._verified: set[str] = set()
 
-    def _check(self, f: h5py.File, name: str) -> h5py.Dataset:
-        """The dataset ``name``, its checksum checked on first use."""
-        if name not in self._verified:
-            if name not in f or self._checksums.get(name) != _digest(f[name]):
+    @cached_property
+    def _known(self) -> VerifiedFiles:
+        return VerifiedFiles(cache_dir(self.path))
+
+    def _check(self, f: h5py.File, name: str, trust_stamps: bool = True) -> h5py.Dataset:
+        """The dataset ``name``, its checksum checked on first use (and remembered while the file's
+        stat stamp is unchanged, as for Parquet shards; ``verify`` trusts no stamp)."""
+        expected = self._checksums.get(name)
+        trusted = trust_stamps and (name in self._verified or bool(expected and self._known.knows(self.path, expected, name)))
+        if not trusted:
+            stamp = file_stamp(self.path)
+            if name not in f or expected != _digest(f[name]):
                 raise ZooFormatError(f"{self.path}: checksum mismatch in dataset '{name}'; the file is damaged: "
                                      "export the zoo again")
-            self._verified.add(name)
+            if stamp is not None and file_stamp(self.path) == stamp:
+                self._known.remember(self.path, expected, stamp, name)
+                self._known.save()
+        self._verified.add(name)
         return f[name]
 
     @cached_property
@@ -197,7 +209,7 @@ def verify_hdf5(path: str | Path) -> "VerifyReport":
         with h5py.File(zoo.path, "r") as f:
             for name in sorted(set(f) | set(zoo._checksums) - {_ATTRS}):
                 try:
-                    zoo._check(f, name)
+                    zoo._check(f, name, trust_stamps=False)
                 except ZooFormatError as err:
                     report.problems.append(str(err))
         report.models, report.shards = zoo.num_rows(), 1

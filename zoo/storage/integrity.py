@@ -37,7 +37,7 @@ def cache_dir(zoo_dir: Path) -> Path:
     writable or its ``.cache`` is not a real folder (symzoo never writes through a link)."""
     local = Path(zoo_dir) / CACHE_DIR
     try:
-        if not local.is_symlink():
+        if Path(zoo_dir).is_dir() and not local.is_symlink():  # an HDF5 export: the user cache
             local.mkdir(exist_ok=True)
             if local.is_dir() and os.access(local, os.W_OK):
                 return local
@@ -74,14 +74,16 @@ class VerifiedFiles:
             self._entries = {}
         self._dirty = False
 
-    def knows(self, path: Path, digest: str) -> bool:
+    def knows(self, path: Path, digest: str, part: str = "") -> bool:
+        """Whether ``path`` (or its ``part``, e.g. one HDF5 dataset) was verified to hold ``digest``
+        and has not changed since."""
         stamp = file_stamp(path)
-        return stamp is not None and self._entries.get(str(path)) == [*stamp, digest]
+        return stamp is not None and self._entries.get(f"{path}#{part}" if part else str(path)) == [*stamp, digest]
 
-    def remember(self, path: Path, digest: str, stamp: list[int] | None = None) -> None:
+    def remember(self, path: Path, digest: str, stamp: list[int] | None = None, part: str = "") -> None:
         stamp = file_stamp(path) if stamp is None else stamp
         if stamp is not None:
-            self._entries[str(path)] = [*stamp, digest]
+            self._entries[f"{path}#{part}" if part else str(path)] = [*stamp, digest]
             self._dirty = True
 
     def save(self) -> None:
