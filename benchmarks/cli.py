@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from benchmarks.leaderboard import BenchConfig, MetanetSetting, ZooEntry, load_bench_config, markdown_table, run_bench
+from zoo.workers import cpu_cores
 
 # The main job on the offline default: paired standard and W-Asym digits zoos, the MLP and StatNN
 # metanets; a few minutes on 2 CPU cores.
@@ -40,7 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("quickstart", help="generate paired digits zoos and rank metanets on them (offline)")
     p.add_argument("--out", default="symzoo-quickstart", metavar="DIR")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(handler=lambda args: _run(QUICKSTART, Path(args.out), args.quiet))
+    # its four cells in one-thread processes, one per core: no torch threads to collapse on a busy machine
+    p.set_defaults(handler=lambda args: _run(QUICKSTART, Path(args.out), args.quiet, jobs=cpu_cores()))
 
 
 def _run(config: BenchConfig, out: Path, quiet: bool, jobs: int = 1) -> int:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import environment, log, summary, worker_pool
+from benchmarks.report import environment, log, summary
+from zoo.workers import cpu_cores, worker_pool
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
 from metanets.train import MetanetConfig, train_metanet
@@ -138,7 +139,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
         for task in todo:
             finished(run_cell(*task, quiet=quiet))
     else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, cpu_cores() // jobs)
         with worker_pool(min(jobs, len(todo)), threads) as pool:
             futures = [pool.submit(run_cell, *task, quiet=True) for task in todo]
             with tqdm(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", disable=quiet or None,

@@ -4,10 +4,8 @@ and PNG figures written atomically."""
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import platform
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import torch
 
 from zoo.storage.files import atomic_write
 
-__all__ = ["environment", "summary", "log", "save_figure", "pyplot", "add_run_options", "print_report", "worker_pool"]
+__all__ = ["environment", "summary", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
 
 
 def environment() -> dict[str, Any]:
@@ -72,10 +70,3 @@ def print_report(args: argparse.Namespace, report: dict[str, Any], table: str, w
     else:
         print(table)
         print(f"wrote {written}")
-
-
-def worker_pool(workers: int, torch_threads: int) -> ProcessPoolExecutor:
-    """``workers`` processes with ``torch_threads`` torch threads each. Spawned, not forked: a fork
-    of a process whose torch thread pool is running can hang."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads, initargs=(torch_threads,))

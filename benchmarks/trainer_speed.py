@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from benchmarks.report import worker_pool
+from zoo.workers import worker_pool
 from generators.data import ImageData, load_images
 from generators.generate import resolve_device
 from generators.reference import train_sequential

@@ -25,6 +25,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-models", type=int, metavar="M", help="models trained together per step")
+    p.add_argument("--workers", type=int, metavar="N", help="--engine local: worker processes (default: one per "
+                   "CPU core with one torch thread each, or one per GPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: shards one after another here; ray: one Ray task per shard (pip install 'symzoo[ray]')")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: the Ray cluster (host:port, ray://host:10001, "
@@ -78,7 +80,9 @@ def _engine(args: argparse.Namespace) -> Engine:
     if args.engine == "local":
         if given:
             raise SpecError(f"{', '.join(_RAY_OPTIONS[f] for f in given)}: only used with --engine ray")
-        return LocalEngine()
+        return LocalEngine(workers=args.workers)
+    if args.workers is not None:
+        raise SpecError("--workers: only used with --engine local (Ray places shards itself)")
     from generators.ray_engine import RayEngine
 
     return RayEngine(**given)

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
+import queue
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,14 +34,21 @@ from generators.trainer import CURVES, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import Manifest, ModelRecord, ShardInfo, ZooMetadata, ZooSchema, ZooWriter
+from zoo.storage.files import crash_point, fsync_dir, refuse_symlink, sha256_of
+from zoo.storage.format import DATA_DIR
+from zoo.workers import cpu_cores, worker_context, worker_pool
 
 __all__ = [
-    "DEVICES", "Engine", "GenerateReport", "LocalEngine", "Shard", "ShardFailure", "ShardResult", "ShardWork",
-    "ShardsFailed", "check_device", "generate", "plan_shards", "resolve_device", "write_shard", "zoo_schema",
+    "DEVICES", "STAGING", "Engine", "GenerateReport", "LocalEngine", "Shard", "ShardFailure", "ShardProgress",
+    "ShardResult", "ShardWork", "ShardsFailed", "check_device", "generate", "plan_shards", "publish_shard",
+    "resolve_device", "write_shard", "zoo_schema",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
 EpochCallback = Callable[[int, int], None]
+# Progress of one shard: (shard, epochs done, epochs in all), called as each epoch ends.
+ShardProgress = Callable[["Shard", int, int], None]
+STAGING = ".staging"  # inside the zoo directory: same file system, so the final rename is atomic
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,34 @@ def write_shard(writer: ZooWriter, shard: Shard, records: Sequence[ModelRecord])
     return ShardResult(shard, tuple(files), sum(r.status == "diverged" for r in records))
 
 
+def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str,
+                  on_epoch: EpochCallback | None = None) -> ShardResult:
+    """Train ``shard`` and move its files into ``zoo_dir``, from a worker process (local or Ray).
+
+    The files are written by a ``ZooWriter`` of a private staging zoo, so they are byte for byte
+    what an in-process write gives, then renamed into ``data/`` under names no other shard has;
+    ``zoo.json`` is left to the one process that holds the zoo's lock, which lists them. A crash
+    at any point leaves at most complete unlisted files, which the next run checks and adopts.
+    """
+    records = work.train(shard, data, on_epoch)
+    zoo = Path(zoo_dir)
+    refuse_symlink(zoo / STAGING)
+    staging = zoo / STAGING / f"{shard.name}-{uuid.uuid4().hex}"
+    try:
+        with work.writer(staging) as writer:
+            result = write_shard(writer, shard, records)
+        for info in result.files:
+            target = zoo / info.path
+            if target.exists() and sha256_of(target) != info.sha256:  # names are unique per model set
+                raise SymzooError(f"{target} exists with other contents; a shard file is never replaced")
+            os.replace(staging / info.path, target)
+            crash_point("publish.renamed")
+        fsync_dir(zoo / DATA_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
 def _record(result: TrainResult) -> ModelRecord:
     job = result.job
     return ModelRecord(
@@ -185,24 +227,107 @@ class Engine(Protocol):
         ...
 
     def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
-            done: Callable[[ShardResult], None], on_epoch: EpochCallback | None = None) -> list[ShardFailure]:
-        """Train and write ``shards``, calling ``done`` once each is listed in ``zoo.json``;
-        returns the shards that could not be written."""
+            done: Callable[[ShardResult], None], progress: ShardProgress | None = None) -> list[ShardFailure]:
+        """Train and write ``shards``, calling ``done`` once each is listed in ``zoo.json`` (and
+        ``progress`` as their epochs end, where the engine can); returns the shards that could
+        not be written."""
         ...
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Shards one after another in this process; an error stops the run (what is written stays)."""
+    """Shards in worker processes on this machine, each worker a shard at a time.
+
+    On CPU: one worker per core with one torch thread each (``workers`` to change it; the cores
+    are shared out as threads). Many one-thread processes keep every core busy however the work
+    is cut, and unlike torch's default threads they do not wait on each other when other work
+    takes a core. On CUDA: one worker per GPU. With one worker the shards run in this process.
+    An error stops the run; every shard written so far stays.
+    """
+
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise SpecError(f"--workers {self.workers}: expected 1 or more")
 
     def prepare(self, device: str) -> str:
-        return resolve_device(device).type
+        kind = resolve_device(device).type
+        return f"{kind}, {self._count(kind)} worker{'s' * (self._count(kind) > 1)}"
+
+    def _count(self, kind: str) -> int:
+        if self.workers is not None:
+            return self.workers
+        return max(1, torch.cuda.device_count()) if kind == "cuda" else cpu_cores()
 
     def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
-            done: Callable[[ShardResult], None], on_epoch: EpochCallback | None = None) -> list[ShardFailure]:
-        for shard in shards:
-            done(write_shard(writer, shard, work.train(shard, data, on_epoch)))
+            done: Callable[[ShardResult], None], progress: ShardProgress | None = None) -> list[ShardFailure]:
+        kind = resolve_device(work.device).type
+        workers = min(self._count(kind), len(shards))
+        threads = max(1, cpu_cores() // max(workers, 1)) if kind == "cpu" else torch.get_num_threads()
+        if workers <= 1:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for shard in shards:
+                    report = (lambda e, n, s=shard: progress(s, e, n)) if progress else None
+                    done(write_shard(writer, shard, work.train(shard, data, report)))
+            finally:
+                torch.set_num_threads(previous)
+            return []
+        shutil.rmtree(writer.dir / STAGING, ignore_errors=True)  # left by workers of a killed run
+        events = worker_context(_PRELOAD).Queue()
+        devices = list(range(workers)) if kind == "cuda" else []
+        with worker_pool(workers, threads, _worker_setup, (data, events, devices), _PRELOAD) as pool:
+            pending = {pool.submit(_worker_shard, work, shard, str(writer.dir)): shard for shard in shards}
+            try:
+                while pending:
+                    finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(events, pending.values(), progress)
+                    for future in finished:
+                        shard = pending.pop(future)
+                        try:
+                            result = future.result()  # an error stops the run: what is written stays
+                        except BrokenProcessPool:
+                            raise SymzooError(f"a worker process died (killed, or out of memory) while training "
+                                              f"{shard}; every shard written before is stored: run the same "
+                                              "command again to train the rest") from None
+                        writer.register(list(result.files))
+                        done(result)
+            finally:
+                for future in pending:
+                    future.cancel()
         return []
+
+
+def _drain(events: multiprocessing.Queue, running: Iterable[Shard], progress: ShardProgress | None) -> None:
+    """Pass on the workers' epoch reports (shards by key) without waiting for more."""
+    by_key = {shard.key: shard for shard in running}
+    while True:
+        try:
+            key, epoch, epochs = events.get_nowait()
+        except queue.Empty:
+            return
+        if progress is not None and key in by_key:
+            progress(by_key[key], epoch, epochs)
+
+
+_PRELOAD = ("generators.generate",)  # what every worker imports: once, in the fork server
+# One worker process's own: the data set (sent once, not with every shard) and where to report.
+_WORKER: dict[str, object] = {}
+
+
+def _worker_setup(data: ImageData, events: multiprocessing.Queue, devices: list[int]) -> None:
+    if devices:  # one GPU per worker, in the order the workers start
+        index = multiprocessing.current_process()._identity[0] - 1
+        torch.cuda.set_device(devices[index % len(devices)])
+    _WORKER.update(data=data, events=events)
+
+
+def _worker_shard(work: ShardWork, shard: Shard, zoo_dir: str) -> ShardResult:
+    events = _WORKER["events"]
+    return publish_shard(work, _WORKER["data"], shard, zoo_dir,
+                         on_epoch=lambda epoch, epochs: events.put((shard.key, epoch, epochs)))
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -265,20 +390,30 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
         todo = [i for i in range(spec.n_models) if i not in stored]
         shards = plan_shards(todo, spec.batch_models)
         start, diverged, written = time.perf_counter(), 0, 0
+        fractions: dict[int, float] = {}  # shard key -> share of its models' epochs done
+        finished = 0
         with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
-                  desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True) as bar:
-            def show(epoch: int, epochs: int) -> None:  # progress inside a shard, which may take minutes
+                  desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]") as bar:
+            def show() -> None:  # models done, counting shards under way by their epochs done
+                bar.n = finished + sum(fractions.values())
                 elapsed = time.perf_counter() - start
-                rate = f"{3600 * bar.n / elapsed:,.0f}" if bar.n else "-"
-                bar.set_postfix_str(f"shard epoch {epoch}/{epochs}, {rate} models/h, {diverged} diverged")
+                rate = 3600 * bar.n / elapsed if bar.n and elapsed > 0 else 0.0
+                bar.set_postfix_str(f"{rate:,.0f} models/h, {diverged} diverged")
+
+            def progress(shard: Shard, epoch: int, epochs: int) -> None:
+                fractions[shard.key] = len(shard.indices) * epoch / max(epochs, 1)
+                show()
 
             def done(result: ShardResult) -> None:
-                nonlocal diverged, written
+                nonlocal diverged, written, finished
                 diverged += result.diverged
                 written += 1
-                bar.update(len(result.shard.indices))
+                finished += len(result.shard.indices)
+                fractions.pop(result.shard.key, None)
+                show()
 
-            failures = engine.run(work, data, shards, writer, done, on_epoch=show)
+            failures = engine.run(work, data, shards, writer, done, progress)
     if failures:
         raise ShardsFailed(out, failures, written)
     return GenerateReport(out, len(todo), spec.n_models - len(todo), diverged, time.perf_counter() - start)

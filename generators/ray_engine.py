@@ -11,25 +11,21 @@ exactly as after a killed local run. Ray is an optional extra: ``pip install 'sy
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from generators.data import ImageData
-from generators.generate import Shard, ShardFailure, ShardResult, ShardWork, check_device, write_shard
+from generators.generate import (
+    STAGING, Shard, ShardFailure, ShardProgress, ShardResult, ShardWork, check_device, publish_shard,
+)
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import ZooWriter
-from zoo.storage.files import crash_point, fsync_dir, refuse_symlink, sha256_of
-from zoo.storage.format import DATA_DIR
 
-__all__ = ["STAGING", "RayEngine", "RayMissing", "import_ray", "publish_shard"]
+__all__ = ["RayEngine", "RayMissing", "import_ray"]
 
-STAGING = ".staging"  # inside the zoo directory: same file system, so the final rename is atomic
 
 
 class RayMissing(SymzooError):
@@ -84,9 +80,9 @@ class RayEngine:
         return "ray"
 
     def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
-            done: Callable[[ShardResult], None], on_epoch: Callable[[int, int], None] | None = None) -> list[ShardFailure]:
-        """Submit every shard, then list each in ``zoo.json`` as its task returns (``on_epoch``:
-        progress inside a shard stays on the worker)."""
+            done: Callable[[ShardResult], None], progress: ShardProgress | None = None) -> list[ShardFailure]:
+        """Submit every shard, then list each in ``zoo.json`` as its task returns (``progress``
+        inside a shard stays on the worker)."""
         ray = import_ray()
         staging = writer.dir / STAGING
         failures: list[ShardFailure] = []
@@ -127,32 +123,6 @@ class RayEngine:
         if device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0):
             return 1.0
         return 0.0
-
-
-def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str) -> ShardResult:
-    """Train ``shard`` and move its files into ``zoo_dir`` (runs on a Ray worker).
-
-    The files are written by a ``ZooWriter`` of a private staging zoo, so they are byte for byte
-    what the local engine writes, then renamed into ``data/``; ``zoo.json`` is left to the driver.
-    A retry after a crash between renames writes the same bytes again.
-    """
-    records = work.train(shard, data)
-    zoo = Path(zoo_dir)
-    refuse_symlink(zoo / STAGING)
-    staging = zoo / STAGING / f"{shard.name}-{uuid.uuid4().hex}"
-    try:
-        with work.writer(staging) as writer:
-            result = write_shard(writer, shard, records)
-        for info in result.files:
-            target = zoo / info.path
-            if target.exists() and sha256_of(target) != info.sha256:  # names are unique per model set
-                raise SymzooError(f"{target} exists with other contents; a shard file is never replaced")
-            os.replace(staging / info.path, target)
-            crash_point("publish.renamed")
-        fsync_dir(zoo / DATA_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return result
 
 
 @contextmanager

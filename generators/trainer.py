@@ -3,16 +3,20 @@
 augmentation, and AdamW written functionally with per-model coefficients.
 
 A model's result depends only on its :class:`TrainJob`, never on the other models of its group:
-data order and augmentation come from counter-based streams keyed by the model's seed, and the
-models only share the masks and FiGLU matrices of the zoo's architecture.
+data order and augmentation come from counter-based streams keyed by the model's seed (and the
+global step, which every model shares), and the models only share the masks and FiGLU matrices of
+the zoo's architecture. So a model that has finished its own epochs, or diverged, is *retired* at
+the end of that epoch (its results recorded, its rows dropped from every stacked tensor), and the
+later epochs cost only the models still training.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +30,19 @@ from generators.rng import permutations
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 
-__all__ = ["TrainResult", "train_batched", "smoothed_cross_entropy", "CURVES"]
+__all__ = ["TrainProgress", "TrainResult", "train_batched", "smoothed_cross_entropy", "CURVES"]
 
 CURVES = ("train_loss", "test_loss", "test_acc")
+# On CPU, vmap turns the convolutions of one or two models into other oneDNN kernels than those of
+# three or more, which round differently (cnn-mnist at M = 1, resnet8 at M <= 2; measured). So the
+# network always runs at least _MIN_ROWS models, padded with copies of the first one: a model's
+# result then does not depend on how many others share its shard or are still training.
+_MIN_ROWS = 3
+
+
+def _pad(t: Tensor) -> Tensor:
+    """``t`` with at least ``_MIN_ROWS`` rows: copies of its first row appended."""
+    return t if len(t) >= _MIN_ROWS else torch.cat([t, t[:1].expand(_MIN_ROWS - len(t), *t.shape[1:])])
 
 
 @dataclass
@@ -41,6 +55,20 @@ class TrainResult:
     status: str
     curves: dict[str, list[float]] = field(default_factory=dict)
     checkpoints: dict[int, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a :func:`train_batched` call stands, after each step: ``models_done`` of ``models``
+    have finished (or diverged), and ``model_steps_done`` of ``model_steps`` (every job's epochs
+    times the steps per epoch) are behind; the steps a diverged model no longer takes count as
+    done when it retires."""
+
+    epoch: int
+    models_done: int
+    models: int
+    model_steps_done: int
+    model_steps: int
 
 
 def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: Tensor | float) -> Tensor:
@@ -67,7 +95,7 @@ class _Stack:
         # One contiguous (M, P_trainable) buffer, with every parameter a view into it, so the
         # optimiser updates all tensors of all models in a handful of kernels.
         self.flat_params = torch.cat([v.detach().reshape(len(models), -1) for v in params.values()], 1).to(device)
-        self.shapes = {name: tuple(value.shape) for name, value in params.items()}
+        self.shapes = {name: tuple(value.shape[1:]) for name, value in params.items()}  # one model's
         self.params = self.views(self.flat_params)
         self.buffers = {k: v for k, v in self.template.named_buffers()}
         self.layout = ParamLayout.from_module(self.template)
@@ -78,8 +106,8 @@ class _Stack:
         """Per-parameter views ``(M, *shape)`` into a flat ``(M, P_trainable)`` buffer."""
         views, offset = {}, 0
         for name, shape in self.shapes.items():
-            numel = math.prod(shape[1:])
-            views[name] = flat[:, offset : offset + numel].view(shape)
+            numel = math.prod(shape)
+            views[name] = flat[:, offset : offset + numel].view(len(flat), *shape)
             offset += numel
         return views
 
@@ -97,14 +125,46 @@ class _Stack:
             parts.append(tensor.detach().reshape(m, -1).float())
         return torch.where(self.mask, torch.cat(parts, dim=1), self.fixed)
 
+    def padded_params(self) -> dict[str, Tensor]:
+        """``params``, with copies of the first model appended up to ``_MIN_ROWS`` models."""
+        return self.params if len(self.flat_params) >= _MIN_ROWS else self.views(_pad(self.flat_params))
+
+    def subset(self, rows: Tensor) -> _Stack:
+        """The models at ``rows`` only, in that order (template, masks and fixed entries shared)."""
+        kept = copy.copy(self)
+        kept.flat_params = self.flat_params.index_select(0, rows)
+        kept.params = kept.views(kept.flat_params)
+        return kept
+
+
+@dataclass
+class _Live:
+    """Per-model tensors of the models still training, one row each (row ``r`` trains
+    ``jobs[index[r]]``): hyperparameter columns and AdamW state."""
+
+    index: Tensor
+    seeds: Tensor
+    peak_lr: Tensor
+    weight_decay: Tensor
+    smoothing: Tensor
+    epochs: Tensor
+    steps_done: Tensor
+    alive: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+
+    def subset(self, rows: Tensor) -> _Live:
+        return _Live(**{f.name: getattr(self, f.name).index_select(0, rows) for f in fields(self)})
+
 
 @torch.no_grad()
 def _evaluate(stack: _Stack, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
     """Per-model mean cross-entropy and accuracy on (x, y)."""
     forward = vmap(stack.forward, in_dims=(0, None))
+    m, params = len(stack.flat_params), stack.padded_params()
     loss_sum = acc_sum = 0.0
     for start in range(0, len(x), chunk):
-        logits = forward(stack.params, x[start : start + chunk]).float()  # (M, n, classes)
+        logits = forward(params, x[start : start + chunk])[:m].float()  # (M, n, classes)
         target = y[start : start + chunk]
         loss_sum = loss_sum + F.cross_entropy(logits.transpose(1, 2), target[None].expand(len(logits), -1),
                                               reduction="none").sum(1)
@@ -123,90 +183,125 @@ def train_batched(
     eval_chunk: int = 2048,
     autocast_bf16: bool = False,
     on_epoch: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> list[TrainResult]:
-    """Train ``jobs`` together; returns one result per job, in order."""
+    """Train ``jobs`` together; returns one result per job, in order.
+
+    ``on_epoch(epoch, max_epochs)`` is called after each epoch (the last may come before
+    ``max_epochs`` when every model left has diverged); ``on_progress`` after each step.
+    """
+    if any(job.epochs < 1 for job in jobs):
+        raise ValueError("every job needs epochs >= 1")
     device = torch.device(device)
     data = data.to(device)
     stack = _Stack(spec, jobs, device)
-    m = len(jobs)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype, device=device)  # noqa: E731
-    seeds = col([j.seed for j in jobs], torch.int64)
-    peak_lr, wd = col([j.lr for j in jobs]), col([j.weight_decay for j in jobs])
-    smoothing, epochs = col([j.label_smoothing for j in jobs]), col([j.epochs for j in jobs], torch.int64)
+    live = _Live(
+        index=torch.arange(len(jobs), device=device), seeds=col([j.seed for j in jobs], torch.int64),
+        peak_lr=col([j.lr for j in jobs]), weight_decay=col([j.weight_decay for j in jobs]),
+        smoothing=col([j.label_smoothing for j in jobs]), epochs=col([j.epochs for j in jobs], torch.int64),
+        steps_done=torch.zeros(len(jobs), dtype=torch.float64, device=device),
+        alive=torch.ones(len(jobs), dtype=torch.bool, device=device),
+        exp_avg=torch.zeros_like(stack.flat_params), exp_avg_sq=torch.zeros_like(stack.flat_params),
+    )
     beta1, beta2 = recipe.betas
-    exp_avg, exp_avg_sq = torch.zeros_like(stack.flat_params), torch.zeros_like(stack.flat_params)
-    steps_done = torch.zeros(m, dtype=torch.float64, device=device)
-    alive = torch.ones(m, dtype=torch.bool, device=device)
-
-    forward = vmap(stack.forward)
+    forward = vmap(stack.forward)  # the template and buffers are those of every subset of the stack
 
     def grad_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-model gradients ``(M, P_trainable)`` and losses ``(M,)``: the models' parameters
         are disjoint, so one backward pass of the summed losses gives every model's gradient."""
         # Each tensor is its own leaf: differentiating through views of the flat buffer would
         # make autograd zero-fill and add a whole (M, P) gradient per tensor.
-        leaves = {name: view.detach().requires_grad_() for name, view in stack.params.items()}
+        m = len(x)
+        leaves = {name: view.detach().requires_grad_() for name, view in stack.padded_params().items()}
         with torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext():
-            logits = forward(leaves, x)
-        losses = smoothed_cross_entropy(logits.float(), y, smoothing[:, None])
+            logits = forward(leaves, _pad(x))
+        losses = smoothed_cross_entropy(logits.float(), _pad(y), _pad(live.smoothing)[:, None])
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
-        return torch.cat([g.reshape(m, -1) for g in grads], 1), losses.detach()
+        return torch.cat([g[:m].reshape(m, -1) for g in grads], 1), losses.detach()[:m]
 
-    curves: dict[str, list[list[float]]] = {c: [[] for _ in jobs] for c in CURVES}
-    checkpoints: dict[int, Tensor] = {0: stack.flat().cpu()} if 0 in checkpoint_epochs else {}
-    max_epochs = int(epochs.max())
-    step = 0
-    for epoch in range(max_epochs):
-        order = permutations(seeds, epoch, n)
-        running = torch.zeros(m, dtype=torch.float64, device=device)
+    results = [TrainResult(job, torch.empty(0), {}, "", {c: [] for c in CURVES}, {}) for job in jobs]
+    if 0 in checkpoint_epochs:
+        for result, weights in zip(results, stack.flat().cpu()):
+            result.checkpoints[0] = weights
+    max_epochs = max(job.epochs for job in jobs)
+    work = sum(job.epochs for job in jobs) * steps_per_epoch
+    work_done = models_done = step = epoch = 0
+    while len(live.index):
+        order = permutations(live.seeds, epoch, n)
+        running = torch.zeros(len(live.index), dtype=torch.float64, device=device)
         for b in range(steps_per_epoch):
             index = order[:, b * recipe.batch_size : (b + 1) * recipe.batch_size]
-            x = augment_batch(data.x_train[index], recipe.augment, seeds, step)
+            x = augment_batch(data.x_train[index], recipe.augment, live.seeds, step)
             grads, losses = grad_step(x, data.y_train[index])
-            lr = learning_rates(recipe, peak_lr, epochs, steps_per_epoch, step)
-            active = alive & (epoch < epochs)
-            alive &= torch.isfinite(losses) | ~active
-            active &= alive
-            steps_done += active
-            _adamw(stack.flat_params, grads, exp_avg, exp_avg_sq, lr * active, wd, steps_done, beta1, beta2, recipe.eps)
-            running += torch.where(active, losses.double(), 0.0)
+            lr = learning_rates(recipe, live.peak_lr, live.epochs, steps_per_epoch, step)
+            live.alive &= torch.isfinite(losses)  # a diverged model stops here (lr 0), retires after the epoch
+            live.steps_done += live.alive
+            _adamw(stack.flat_params, grads, live.exp_avg, live.exp_avg_sq, lr * live.alive, live.weight_decay,
+                   live.steps_done, beta1, beta2, recipe.eps)
+            running += torch.where(live.alive, losses.double(), 0.0)
             step += 1
+            work_done += len(live.index)
+            if on_progress is not None:
+                on_progress(TrainProgress(epoch, models_done, len(jobs), work_done, work))
         test_loss, test_acc = _evaluate(stack, data.x_test, data.y_test, eval_chunk)
-        for i in range(m):
-            if epoch < jobs[i].epochs:
-                curves["train_loss"][i].append(float(running[i] / steps_per_epoch))
-                curves["test_loss"][i].append(float(test_loss[i]))
-                curves["test_acc"][i].append(float(test_acc[i]))
+        current = [results[i] for i in live.index.tolist()]
+        for r, result in enumerate(current):
+            result.curves["train_loss"].append(float(running[r] / steps_per_epoch))
+            result.curves["test_loss"].append(float(test_loss[r]))
+            result.curves["test_acc"].append(float(test_acc[r]))
         if epoch + 1 in checkpoint_epochs:
-            checkpoints[epoch + 1] = stack.flat().cpu()
+            for result, weights in zip(current, stack.flat().cpu()):
+                result.checkpoints[epoch + 1] = weights
+        done = ~live.alive | (live.epochs <= epoch + 1)
+        retire = bool(done.any())
+        if retire:
+            out, keep = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
+            retiring = [current[r] for r in out.tolist()]
+            _retire(stack.subset(out), retiring, live.alive[out], data, eval_chunk, checkpoint_epochs)
+            stack, live = stack.subset(keep), live.subset(keep)
+            models_done += len(retiring)
+            work_done += sum(r.job.epochs - epoch - 1 for r in retiring) * steps_per_epoch
+        epoch += 1
         if on_epoch is not None:
-            on_epoch(epoch + 1, max_epochs)
+            on_epoch(epoch, max_epochs)
+        if on_progress is not None and retire:
+            on_progress(TrainProgress(epoch, models_done, len(jobs), work_done, work))
+    return results
 
+
+def _retire(stack: _Stack, results: Sequence[TrainResult], alive: Tensor, data: ImageData, eval_chunk: int,
+            checkpoint_epochs: Sequence[int]) -> None:
+    """Complete the results of the models of ``stack``, which leave training at the end of the
+    epoch their curves have reached: final weights and train metrics; for a model that diverged
+    before its last epoch, the rest of its curves and checkpoints as if it had stayed (its weights
+    no longer change): no training loss (0.0), the same test metrics, the same weights."""
     train_loss, train_acc = _evaluate(stack, data.x_train, data.y_train, eval_chunk)
     final = stack.flat().cpu()
-    results = []
-    for i, job in enumerate(jobs):
-        ok = bool(alive[i]) and bool(torch.isfinite(final[i]).all()) and math.isfinite(float(train_loss[i]))
-        results.append(TrainResult(
-            job=job,
-            weights=final[i],
-            metrics={"train_acc": float(train_acc[i]), "train_loss": float(train_loss[i]),
-                     "test_acc": float(curves["test_acc"][i][-1]), "test_loss": float(curves["test_loss"][i][-1])},
-            status="ok" if ok else "diverged",
-            curves={c: curves[c][i] for c in CURVES},
-            checkpoints={e: w[i] for e, w in checkpoints.items() if e <= job.epochs},
-        ))
-    return results
+    for r, result in enumerate(results):
+        trained, curves = len(result.curves["test_loss"]), result.curves
+        rest = result.job.epochs - trained
+        curves["train_loss"] += [0.0] * rest
+        curves["test_loss"] += curves["test_loss"][-1:] * rest
+        curves["test_acc"] += curves["test_acc"][-1:] * rest
+        for e in sorted(checkpoint_epochs):
+            if trained < e <= result.job.epochs:
+                result.checkpoints[e] = final[r]
+        ok = bool(alive[r]) and bool(torch.isfinite(final[r]).all()) and math.isfinite(float(train_loss[r]))
+        result.weights = final[r]
+        result.metrics = {"train_acc": float(train_acc[r]), "train_loss": float(train_loss[r]),
+                          "test_acc": curves["test_acc"][-1], "test_loss": curves["test_loss"][-1]}
+        result.status = "ok" if ok else "diverged"
 
 
 @torch.no_grad()
 def _adamw(params: Tensor, grads: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, lr: Tensor,
            weight_decay: Tensor, step: Tensor, beta1: float, beta2: float, eps: float) -> None:
     """``torch.optim.AdamW``'s update on ``(M, P)`` buffers with per-model ``lr``, ``weight_decay``
-    and ``step``. Models with ``lr = 0`` (finished or diverged) keep their parameters; their
-    moments still move, which no longer matters."""
+    and ``step``. Models with ``lr = 0`` (diverged, until they retire at the end of the epoch) keep
+    their parameters unless a moment turns non-finite; their moments still move."""
     step = step.clamp_min(1)[:, None]
     step_size = (lr.double()[:, None] / (1 - beta1**step)).float()
     bias2_sqrt = (1 - beta2**step).sqrt().float()

@@ -299,3 +299,13 @@ def test_cli_info_verify_export(zoo_copy, tmp_path, capsys):
     first_shard(zoo_copy).write_bytes(b"broken")
     assert main(["verify", str(zoo_copy)]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_card_features_are_what_datasets_would_write_without_importing_it(zoo_dir):
+    """Writing a zoo must work where ``datasets`` is not installed (e.g. a GPU node)."""
+    from datasets import Features
+
+    from zoo.storage.card import features
+
+    schema = open_zoo(zoo_dir).arrow_schema
+    assert features(schema) == Features.from_arrow_schema(schema)._to_yaml_list()

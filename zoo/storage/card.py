@@ -14,12 +14,28 @@ from zoo.storage.format import CARD, SPLITS
 if TYPE_CHECKING:
     from zoo.storage.manifest import Manifest
 
-__all__ = ["write_card", "card_text"]
+__all__ = ["write_card", "card_text", "features"]
+
+
+_DTYPES = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "float64", pa.float32(): "float32"}
+
+
+def features(arrow_schema: pa.Schema) -> list[dict[str, object]]:
+    """The card's ``features``: what ``datasets.Features.from_arrow_schema(...)._to_yaml_list()``
+    gives for a zoo's columns, without importing ``datasets`` (writing a zoo must not need it)."""
+    out: list[dict[str, object]] = []
+    for field in arrow_schema:
+        kind = field.type
+        if pa.types.is_fixed_size_list(kind):
+            out.append({"name": field.name, "list": _DTYPES[kind.value_type], "length": kind.list_size})
+        elif pa.types.is_list(kind):
+            out.append({"name": field.name, "list": _DTYPES[kind.value_type]})
+        else:
+            out.append({"name": field.name, "dtype": _DTYPES[kind]})
+    return out
 
 
 def card_text(manifest: "Manifest", arrow_schema: pa.Schema) -> str:
-    from datasets import Features
-
     splits = [s for s in SPLITS if manifest.rows(s)]
     meta = {
         "license": manifest.metadata.license,
@@ -30,7 +46,7 @@ def card_text(manifest: "Manifest", arrow_schema: pa.Schema) -> str:
             "data_files": [{"split": s, "path": [x.path for x in manifest.shards_of(s)]} for s in splits],
         }],
         "dataset_info": {
-            "features": Features.from_arrow_schema(arrow_schema)._to_yaml_list(),
+            "features": features(arrow_schema),
             "splits": [
                 {"name": s, "num_bytes": sum(x.bytes for x in manifest.shards_of(s)), "num_examples": manifest.rows(s)}
                 for s in splits
