@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--synthetic", action="store_true", help="random data of the data set's shape")
     parser.add_argument("--data-dir")
+    parser.add_argument("--train-subset", type=int,
+                        help="train on the first N examples only (default: the preset's), for short runs")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -105,8 +107,9 @@ def main() -> None:
     arch = spec.arch_spec()
     device = resolve_device(args.device)
     data = synthetic(spec.dataset) if args.synthetic else load_images(spec.dataset, args.data_dir)
-    if spec.train_subset:
-        data = dataclasses.replace(data, x_train=data.x_train[: spec.train_subset], y_train=data.y_train[: spec.train_subset])
+    subset = args.train_subset or spec.train_subset
+    if subset:
+        data = dataclasses.replace(data, x_train=data.x_train[:subset], y_train=data.y_train[:subset])
     jobs = [dataclasses.replace(spec.job(i), epochs=args.epochs) for i in range(args.models)]
     n_seq = min(args.sequential or args.models, args.models)
 

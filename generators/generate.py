@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import queue
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from generators.data import ImageData, load_images
 from generators.recipe import Recipe
-from generators.trainer import CURVES, TrainResult, train_batched
+from generators.trainer import CURVES, TrainProgress, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import Manifest, ModelRecord, ShardInfo, ZooMetadata, ZooSchema, ZooWriter
@@ -45,9 +46,11 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
-EpochCallback = Callable[[int, int], None]
-# Progress of one shard: (shard, epochs done, epochs in all), called as each epoch ends.
-ShardProgress = Callable[["Shard", int, int], None]
+# Progress inside a shard: the share of its models' training steps behind (0 to 1).
+FractionCallback = Callable[[float], None]
+# Progress of one shard: (shard, share of its models' training steps behind), every few tenths of a second.
+ShardProgress = Callable[["Shard", float], None]
+_PROGRESS_EVERY_S = 0.3
 STAGING = ".staging"  # inside the zoo directory: same file system, so the final rename is atomic
 
 
@@ -149,11 +152,21 @@ class ShardWork:
     autocast_bf16: bool = False
     metadata: ZooMetadata = ZooMetadata()
 
-    def train(self, shard: Shard, data: ImageData, on_epoch: EpochCallback | None = None) -> list[ModelRecord]:
+    def train(self, shard: Shard, data: ImageData, on_fraction: FractionCallback | None = None) -> list[ModelRecord]:
+        # Batched vmap or one model at a time, by architecture family and device type only (so the
+        # same command on the same machine writes the same bytes): generators/execution.py.
+        # bf16 autocast exists only in the batched trainer.
+        from generators.execution import execution_for, train_per_model
+
         jobs = [self.spec.job(i) for i in shard.indices]
-        results = train_batched(self.spec.arch_spec(), data, jobs, self.spec.recipe, device=resolve_device(self.device),
-                                on_epoch=on_epoch, checkpoint_epochs=self.spec.checkpoint_epochs,
-                                autocast_bf16=self.autocast_bf16)
+        arch, device = self.spec.arch_spec(), resolve_device(self.device)
+        progress = _every(_PROGRESS_EVERY_S, on_fraction)
+        if execution_for(arch, device) == "per_model" and not self.autocast_bf16:
+            results = train_per_model(arch, data, jobs, self.spec.recipe, device=device, on_progress=progress,
+                                      checkpoint_epochs=self.spec.checkpoint_epochs)
+        else:
+            results = train_batched(arch, data, jobs, self.spec.recipe, device=device, on_progress=progress,
+                                    checkpoint_epochs=self.spec.checkpoint_epochs, autocast_bf16=self.autocast_bf16)
         return [_record(r) for r in results]
 
     def writer(self, out: Path) -> ZooWriter:
@@ -180,7 +193,7 @@ def write_shard(writer: ZooWriter, shard: Shard, records: Sequence[ModelRecord])
 
 
 def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str,
-                  on_epoch: EpochCallback | None = None) -> ShardResult:
+                  on_fraction: FractionCallback | None = None) -> ShardResult:
     """Train ``shard`` and move its files into ``zoo_dir``, from a worker process (local or Ray).
 
     The files are written by a ``ZooWriter`` of a private staging zoo, so they are byte for byte
@@ -188,7 +201,7 @@ def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str,
     ``zoo.json`` is left to the one process that holds the zoo's lock, which lists them. A crash
     at any point leaves at most complete unlisted files, which the next run checks and adopts.
     """
-    records = work.train(shard, data, on_epoch)
+    records = work.train(shard, data, on_fraction)
     zoo = Path(zoo_dir)
     refuse_symlink(zoo / STAGING)
     staging = zoo / STAGING / f"{shard.name}-{uuid.uuid4().hex}"
@@ -205,6 +218,23 @@ def publish_shard(work: ShardWork, data: ImageData, shard: Shard, zoo_dir: str,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _every(seconds: float, on_fraction: FractionCallback | None) -> Callable[[TrainProgress], None] | None:
+    """The trainer's per-step progress as a share of the work, passed on at most every ``seconds``
+    (and when the shard's last step is done): a queue between processes needs no more."""
+    if on_fraction is None:
+        return None
+    last = -math.inf
+
+    def report(progress: TrainProgress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds or progress.model_steps_done >= progress.model_steps:
+            last = now
+            on_fraction(progress.model_steps_done / max(progress.model_steps, 1))
+
+    return report
 
 
 def _record(result: TrainResult) -> ModelRecord:
@@ -229,7 +259,7 @@ class Engine(Protocol):
     def run(self, work: ShardWork, data: ImageData, shards: Sequence[Shard], writer: ZooWriter,
             done: Callable[[ShardResult], None], progress: ShardProgress | None = None) -> list[ShardFailure]:
         """Train and write ``shards``, calling ``done`` once each is listed in ``zoo.json`` (and
-        ``progress`` as their epochs end, where the engine can); returns the shards that could
+        ``progress`` as their training goes, where the engine can); returns the shards that could
         not be written."""
         ...
 
@@ -270,7 +300,7 @@ class LocalEngine:
             torch.set_num_threads(threads)
             try:
                 for shard in shards:
-                    report = (lambda e, n, s=shard: progress(s, e, n)) if progress else None
+                    report = (lambda fraction, s=shard: progress(s, fraction)) if progress else None
                     done(write_shard(writer, shard, work.train(shard, data, report)))
             finally:
                 torch.set_num_threads(previous)
@@ -301,15 +331,16 @@ class LocalEngine:
 
 
 def _drain(events: multiprocessing.Queue, running: Iterable[Shard], progress: ShardProgress | None) -> None:
-    """Pass on the workers' epoch reports (shards by key) without waiting for more."""
+    """Pass on the workers' progress reports (shards by key) without waiting for more; a report
+    that arrives after its shard was listed is dropped."""
     by_key = {shard.key: shard for shard in running}
     while True:
         try:
-            key, epoch, epochs = events.get_nowait()
+            key, fraction = events.get_nowait()
         except queue.Empty:
             return
         if progress is not None and key in by_key:
-            progress(by_key[key], epoch, epochs)
+            progress(by_key[key], fraction)
 
 
 _PRELOAD = ("generators.generate",)  # what every worker imports: once, in the fork server
@@ -327,7 +358,7 @@ def _worker_setup(data: ImageData, events: multiprocessing.Queue, devices: list[
 def _worker_shard(work: ShardWork, shard: Shard, zoo_dir: str) -> ShardResult:
     events = _WORKER["events"]
     return publish_shard(work, _WORKER["data"], shard, zoo_dir,
-                         on_epoch=lambda epoch, epochs: events.put((shard.key, epoch, epochs)))
+                         on_fraction=lambda fraction: events.put((shard.key, fraction)))
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -401,8 +432,8 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
                 rate = 3600 * bar.n / elapsed if bar.n and elapsed > 0 else 0.0
                 bar.set_postfix_str(f"{rate:,.0f} models/h, {diverged} diverged")
 
-            def progress(shard: Shard, epoch: int, epochs: int) -> None:
-                fractions[shard.key] = len(shard.indices) * epoch / max(epochs, 1)
+            def progress(shard: Shard, fraction: float) -> None:
+                fractions[shard.key] = len(shard.indices) * fraction
                 show()
 
             def done(result: ShardResult) -> None:

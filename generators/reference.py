@@ -7,6 +7,7 @@ order, same augmentation, same schedule, same metrics.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,16 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
 
 
 def train_sequential(spec: ArchSpec, data: ImageData, job: TrainJob, recipe: Recipe, *,
-                     device: torch.device | str = "cpu", checkpoint_epochs: tuple[int, ...] = (0,)) -> TrainResult:
+                     device: torch.device | str = "cpu", checkpoint_epochs: tuple[int, ...] = (0,),
+                     on_step: Callable[[], None] | None = None) -> TrainResult:
+    """Train one model; ``on_step()`` is called after each optimiser step.
+
+    A model whose loss turns non-finite stops there and is marked ``diverged``, with the same
+    record shape as :func:`~generators.trainer.train_batched` gives it: the epoch it diverged in
+    is evaluated and logged (training loss averaged over its finite steps), the later epochs
+    repeat its test metrics with training loss 0.0, and every checkpoint from that epoch on
+    holds its final weights; so every curve has ``job.epochs`` entries.
+    """
     device = torch.device(device)
     data = data.to(device)
     model = spec.build(init_seed=job.seed).to(device)
@@ -64,8 +74,8 @@ def train_sequential(spec: ArchSpec, data: ImageData, job: TrainJob, recipe: Rec
             loss.backward()
             optimizer.step()
             running += loss.item()
-        if status == "diverged":
-            break
+            if on_step is not None:
+                on_step()
         model.eval()
         test_loss, test_acc = _evaluate(model, data.x_test, data.y_test)
         curves["train_loss"].append(running / steps_per_epoch)
@@ -73,8 +83,18 @@ def train_sequential(spec: ArchSpec, data: ImageData, job: TrainJob, recipe: Rec
         curves["test_acc"].append(test_acc)
         if epoch + 1 in checkpoint_epochs:
             checkpoints[epoch + 1] = layout.flatten(model).cpu()
+        if status == "diverged":
+            break
     train_loss, train_acc = _evaluate(model, data.x_train, data.y_train)
     weights = layout.flatten(model).cpu()
+    trained = len(curves["test_loss"])
+    rest = job.epochs - trained  # > 0 only after a divergence: the batched trainer's padding
+    curves["train_loss"] += [0.0] * rest
+    curves["test_loss"] += curves["test_loss"][-1:] * rest
+    curves["test_acc"] += curves["test_acc"][-1:] * rest
+    for e in checkpoint_epochs:
+        if trained < e <= job.epochs:
+            checkpoints[e] = weights
     if not (torch.isfinite(weights).all() and math.isfinite(train_loss)):
         status = "diverged"
     return TrainResult(

@@ -182,6 +182,7 @@ def train_batched(
     checkpoint_epochs: Sequence[int] = (0,),
     eval_chunk: int = 2048,
     autocast_bf16: bool = False,
+    compile_step: bool = False,
     on_epoch: Callable[[int, int], None] | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> list[TrainResult]:
@@ -189,6 +190,9 @@ def train_batched(
 
     ``on_epoch(epoch, max_epochs)`` is called after each epoch (the last may come before
     ``max_epochs`` when every model left has diverged); ``on_progress`` after each step.
+    ``compile_step`` runs the step's forward and loss (and so their backward) through
+    ``torch.compile``: off by default, since on CPU it is slower (mnist-cnn, M = 16, one thread:
+    133 ms a step against 64 ms eager, after 25 s of compiling; docs/BENCHMARKS.md, issue 15).
     """
     if any(job.epochs < 1 for job in jobs):
         raise ValueError("every job needs epochs >= 1")
@@ -209,6 +213,14 @@ def train_batched(
     beta1, beta2 = recipe.betas
     forward = vmap(stack.forward)  # the template and buffers are those of every subset of the stack
 
+    def losses_of(params: dict[str, Tensor], x: Tensor, y: Tensor, smoothing: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext():
+            logits = forward(params, x)
+        return smoothed_cross_entropy(logits.float(), y, smoothing)
+
+    if compile_step:
+        losses_of = torch.compile(losses_of)
+
     def grad_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-model gradients ``(M, P_trainable)`` and losses ``(M,)``: the models' parameters
         are disjoint, so one backward pass of the summed losses gives every model's gradient."""
@@ -216,9 +228,7 @@ def train_batched(
         # make autograd zero-fill and add a whole (M, P) gradient per tensor.
         m = len(x)
         leaves = {name: view.detach().requires_grad_() for name, view in stack.padded_params().items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext():
-            logits = forward(leaves, _pad(x))
-        losses = smoothed_cross_entropy(logits.float(), _pad(y), _pad(live.smoothing)[:, None])
+        losses = losses_of(leaves, _pad(x), _pad(y), _pad(live.smoothing)[:, None])
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return torch.cat([g[:m].reshape(m, -1) for g in grads], 1), losses.detach()[:m]
 

@@ -34,7 +34,7 @@ def test_workers_write_the_same_zoo_as_one_process(spec, tmp_path):
 
 
 def test_progress_arrives_from_inside_shards_before_they_end(spec, tmp_path):
-    events: list[tuple[str, int]] = []
+    events: list[tuple[str, float]] = []
     engine = LocalEngine(workers=2)
     work_spec = dataclasses.replace(spec, n_models=6, batch_models=6,
                                     hyperparameters=dataclasses.replace(spec.hyperparameters,
@@ -46,10 +46,12 @@ def test_progress_arrives_from_inside_shards_before_they_end(spec, tmp_path):
     with work.writer(tmp_path / "zoo") as writer:
         engine.run(work, load_images("digits"), shards, writer,
                    done=lambda result: events.append(("done", result.shard.key)),
-                   progress=lambda shard, epoch, epochs: events.append(("epoch", epoch)))
-    epochs = [e for e in events if e[0] == "epoch"]
-    assert sorted(e[1] for e in epochs) == [1, 1, 2, 2, 3, 3]  # every epoch of both shards reported
-    assert events.index(("epoch", 1)) < events.index(next(e for e in events if e[0] == "done"))
+                   progress=lambda shard, fraction: events.append((f"shard {shard.key}", fraction)))
+    for key in (0, 3):
+        shares = [f for name, f in events if name == f"shard {key}"]
+        assert shares and shares == sorted(shares) and shares[-1] == 1.0  # rising to all of its steps
+    first_done = events.index(next(e for e in events if e[0] == "done"))
+    assert any(name.startswith("shard") and f < 1.0 for name, f in events[:first_done])  # from inside a shard
 
 
 @pytest.mark.parametrize("argv, message", [
