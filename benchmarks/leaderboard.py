@@ -13,7 +13,6 @@ import dataclasses
 import html
 import io
 import json
-import os
 import sys
 import time
 from concurrent.futures import as_completed

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from generators.data import ImageData, load_images
+from generators.execution import execution_for, train_per_model
 from generators.recipe import Recipe
 from generators.trainer import CURVES, TrainProgress, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
@@ -156,8 +157,6 @@ class ShardWork:
         # Batched vmap or one model at a time, by architecture family and device type only (so the
         # same command on the same machine writes the same bytes): generators/execution.py.
         # bf16 autocast exists only in the batched trainer.
-        from generators.execution import execution_for, train_per_model
-
         jobs = [self.spec.job(i) for i in shard.indices]
         arch, device = self.spec.arch_spec(), resolve_device(self.device)
         progress = _every(_PROGRESS_EVERY_S, on_fraction)

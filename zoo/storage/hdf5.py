@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -26,6 +26,9 @@ from zoo.storage.integrity import VerifiedFiles, cache_dir, file_stamp
 from zoo.storage.format import SPLITS
 from zoo.storage.manifest import Manifest, ZooFormatError
 from zoo.storage.reader import Format, Zoo, _as_format
+
+if TYPE_CHECKING:
+    from zoo.storage.verify import VerifyReport
 
 __all__ = ["export_hdf5", "Hdf5Zoo"]
 
