@@ -21,7 +21,7 @@ from generators.data import ImageData
 from generators.generate import (
     STAGING, Shard, ShardFailure, ShardProgress, ShardResult, ShardWork, check_device, publish_shard,
 )
-from zoo.errors import SpecError, SymzooError
+from zoo.errors import SpecError, SymzooError, first_line
 from zoo.storage import ZooWriter
 
 __all__ = ["RayEngine", "RayMissing", "import_ray"]
@@ -134,7 +134,7 @@ def _session(ray: ModuleType, address: str | None) -> Iterator[None]:
     try:  # no dashboard for an instance of our own: progress shows here (a cluster keeps its own)
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
     except (ConnectionError, ValueError, RuntimeError) as err:
-        raise SymzooError(f"--address {address}: cannot join a Ray cluster ({_first_line(err)})") from None
+        raise SymzooError(f"--address {address}: cannot join a Ray cluster ({first_line(err, 'no message')})") from None
     try:
         yield
     finally:
@@ -145,9 +145,5 @@ def _one_line(err: BaseException) -> str:
     """A task's error as one line: the exception a task raised, or why its worker died."""
     cause = getattr(err, "cause", None)
     if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {_first_line(cause)}"
-    return f"{type(err).__name__}: {_first_line(err)}"
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "no message")
+        return f"{type(cause).__name__}: {first_line(cause, 'no message')}"
+    return f"{type(err).__name__}: {first_line(err, 'no message')}"

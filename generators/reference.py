@@ -16,7 +16,7 @@ from generators.augment import augment_batch
 from generators.data import ImageData
 from generators.recipe import Recipe, TrainJob, learning_rates
 from generators.rng import permutations
-from generators.trainer import CURVES, TrainResult
+from generators.trainer import CURVES, TrainResult, fill_untrained_epochs
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 
@@ -87,14 +87,7 @@ def train_sequential(spec: ArchSpec, data: ImageData, job: TrainJob, recipe: Rec
             break
     train_loss, train_acc = _evaluate(model, data.x_train, data.y_train)
     weights = layout.flatten(model).cpu()
-    trained = len(curves["test_loss"])
-    rest = job.epochs - trained  # > 0 only after a divergence: the batched trainer's padding
-    curves["train_loss"] += [0.0] * rest
-    curves["test_loss"] += curves["test_loss"][-1:] * rest
-    curves["test_acc"] += curves["test_acc"][-1:] * rest
-    for e in checkpoint_epochs:
-        if trained < e <= job.epochs:
-            checkpoints[e] = weights
+    fill_untrained_epochs(curves, checkpoints, job.epochs, checkpoint_epochs, weights)  # only after a divergence
     if not (torch.isfinite(weights).all() and math.isfinite(train_loss)):
         status = "diverged"
     return TrainResult(

@@ -30,7 +30,7 @@ from generators.rng import permutations
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 
-__all__ = ["TrainProgress", "TrainResult", "train_batched", "smoothed_cross_entropy", "CURVES"]
+__all__ = ["TrainProgress", "TrainResult", "fill_untrained_epochs", "train_batched", "smoothed_cross_entropy", "CURVES"]
 
 CURVES = ("train_loss", "test_loss", "test_acc")
 # On CPU, vmap turns the convolutions of one or two models into other oneDNN kernels than those of
@@ -282,27 +282,34 @@ def train_batched(
     return results
 
 
+def fill_untrained_epochs(curves: dict[str, list[float]], checkpoints: dict[int, Tensor], epochs: int,
+                          checkpoint_epochs: Sequence[int], weights: Tensor) -> None:
+    """Complete the record of a model that stopped (diverged) before its ``epochs``, as if it had
+    stayed with its weights frozen: no training loss (0.0), the same test metrics, and ``weights``
+    at every later checkpoint. Both trainers give a diverged model this same record shape."""
+    trained = len(curves["test_loss"])
+    rest = epochs - trained
+    curves["train_loss"] += [0.0] * rest
+    curves["test_loss"] += curves["test_loss"][-1:] * rest
+    curves["test_acc"] += curves["test_acc"][-1:] * rest
+    for e in sorted(checkpoint_epochs):
+        if trained < e <= epochs:
+            checkpoints[e] = weights
+
+
 def _retire(stack: _Stack, results: Sequence[TrainResult], alive: Tensor, data: ImageData, eval_chunk: int,
             checkpoint_epochs: Sequence[int]) -> None:
     """Complete the results of the models of ``stack``, which leave training at the end of the
-    epoch their curves have reached: final weights and train metrics; for a model that diverged
-    before its last epoch, the rest of its curves and checkpoints as if it had stayed (its weights
-    no longer change): no training loss (0.0), the same test metrics, the same weights."""
+    epoch their curves have reached: final weights and train metrics, and for a model that
+    diverged before its last epoch, the rest of its record (:func:`fill_untrained_epochs`)."""
     train_loss, train_acc = _evaluate(stack, data.x_train, data.y_train, eval_chunk)
     final = stack.flat().cpu()
     for r, result in enumerate(results):
-        trained, curves = len(result.curves["test_loss"]), result.curves
-        rest = result.job.epochs - trained
-        curves["train_loss"] += [0.0] * rest
-        curves["test_loss"] += curves["test_loss"][-1:] * rest
-        curves["test_acc"] += curves["test_acc"][-1:] * rest
-        for e in sorted(checkpoint_epochs):
-            if trained < e <= result.job.epochs:
-                result.checkpoints[e] = final[r]
+        fill_untrained_epochs(result.curves, result.checkpoints, result.job.epochs, checkpoint_epochs, final[r])
         ok = bool(alive[r]) and bool(torch.isfinite(final[r]).all()) and math.isfinite(float(train_loss[r]))
         result.weights = final[r]
         result.metrics = {"train_acc": float(train_acc[r]), "train_loss": float(train_loss[r]),
-                          "test_acc": curves["test_acc"][-1], "test_loss": curves["test_loss"][-1]}
+                          "test_acc": result.curves["test_acc"][-1], "test_loss": result.curves["test_loss"][-1]}
         result.status = "ok" if ok else "diverged"
 
 

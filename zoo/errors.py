@@ -44,6 +44,12 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of an error's message (``default``, else the error's type name,
+    when it has none): enough to name a cause inside a one-line message."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), default or type(err).__name__)
+
+
 def clean_message(err: BaseException) -> str:
     """A wrapped library error's reason, whole, on one line, without advice to load a file unsafely."""
     text = _ESCAPE.sub("", str(err))

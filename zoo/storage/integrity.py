@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from zoo.errors import first_line
 from zoo.storage.files import atomic_write_text, sha256_of
 from zoo.storage.format import SHARD_HEADER_KEY, STATUSES, model_id_of, split_of
 from zoo.storage.manifest import SHARD_PATH, Manifest, ShardInfo, ZooFormatError
@@ -145,7 +146,7 @@ def footer_header(path: Path) -> bytes | None:
     try:
         return (pq.read_schema(path).metadata or {}).get(SHARD_HEADER_KEY)
     except (pa.ArrowException, OSError) as err:
-        raise ZooFormatError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
+        raise ZooFormatError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
 
 
 def fixed_digest(fixed: tuple[torch.Tensor, torch.Tensor]) -> str:
@@ -173,7 +174,7 @@ def unlisted_shard_problem(path: Path, arrow_schema: pa.Schema, taken: set[int])
         table = pq.read_table(path, columns=["index", "model_id", "status"])
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as err:
-        return f"not a readable Parquet file ({_first_line(err)})"
+        return f"not a readable Parquet file ({first_line(err)})"
     footer = (schema.metadata or {}).get(SHARD_HEADER_KEY)
     if schema != arrow_schema:
         return "its columns differ from this zoo's"
@@ -190,7 +191,3 @@ def unlisted_shard_problem(path: Path, arrow_schema: pa.Schema, taken: set[int])
     if not set(table.column("status").to_pylist()) <= set(STATUSES):
         return f"status values other than {STATUSES}"
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)

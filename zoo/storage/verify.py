@@ -14,7 +14,7 @@ import torch
 
 from zoo.storage.files import sha256_of
 from zoo.storage.format import DATA_DIR, SHARD_HEADER_KEY, STATUSES, model_id_of, split_of
-from zoo.storage.integrity import footer_header, shard_header, unlisted_shard_problem
+from zoo.storage.integrity import shard_header, unlisted_shard_problem
 from zoo.storage.manifest import Manifest, ZooFormatError
 from zoo.storage.reader import Zoo
 
@@ -73,7 +73,7 @@ def verify_zoo(zoo_dir: str | Path) -> VerifyReport:
         if table.schema != expected:
             report.problems.append(f"{path}: schema differs from the zoo's (weights length {_weights_length(table.schema)}, expected {manifest.num_params})")
             continue
-        if footer_header(path) not in (None, header):
+        if (table.schema.metadata or {}).get(SHARD_HEADER_KEY) not in (None, header):
             report.problems.append(f"{path}: written with another zoo header than zoo.json's (was zoo.json edited? "
                                    f"move it away and run `symzoo repair {zoo_dir}` to rebuild it from the shards)")
         if table.num_rows != shard.rows:

@@ -212,19 +212,22 @@ class ZooWriter:
         """List complete shard files that a crashed run renamed into place, once each is checked."""
         listed = {s.path for s in self.manifest.shards}
         orphans, ids = [], set(self._stored)
+        scalars = [f.name for f in self.arrow_schema if not pa.types.is_fixed_size_list(f.type)]
         for path in sorted((self.dir / DATA_DIR).glob("*.parquet")):
             rel = f"{DATA_DIR}/{path.name}"
             if rel in listed:
                 continue
-            problem = unlisted_shard_problem(path, self.arrow_schema, ids) or (
-                self._row_check(pq.read_table(path)) if self._row_check else None)
+            problem = unlisted_shard_problem(path, self.arrow_schema, ids)
+            rows = None if problem else pq.read_table(path, columns=scalars)  # the weights are not needed
+            if rows is not None and self._row_check:
+                problem = self._row_check(rows)
             if problem:
                 raise ZooFormatError(f"{path}: unlisted file not adopted: {problem}; move it out of {DATA_DIR}/ "
                                      f"(`symzoo repair {self.dir}` moves it to quarantine) and run again")
-            table = pq.read_table(path, columns=["index"])
-            ids.update(table.column("index").to_pylist())
-            self._stored.update(table.column("index").to_pylist())
-            orphans.append(ShardInfo(rel, rel.split("/")[1].split("-")[0], table.num_rows, sha256_of(path), path.stat().st_size))
+            indices = rows.column("index").to_pylist()
+            ids.update(indices)
+            self._stored.update(indices)
+            orphans.append(ShardInfo(rel, path.name.split("-")[0], rows.num_rows, sha256_of(path), path.stat().st_size))
         if orphans:
             self.register(orphans)
 
