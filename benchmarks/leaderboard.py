@@ -27,6 +27,7 @@ from benchmarks.report import environment, log, summary
 from zoo.workers import cpu_cores, worker_pool
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
+from metanets.models import get_metanet
 from metanets.train import MetanetConfig, train_metanet
 from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
@@ -37,21 +38,27 @@ __all__ = ["ZooEntry", "MetanetSetting", "BenchConfig", "load_bench_config", "ru
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A column of the leaderboard: an existing zoo (``path``) or one to generate from ``preset``
-    with ``overrides`` of its zoo-spec fields (e.g. variant, n_models, arch)."""
+    """A column of the leaderboard: an existing zoo (``path``), one to generate from ``preset``
+    with ``overrides`` of its zoo-spec fields (e.g. variant, n_models, arch), or the zoo of an
+    earlier column (``of``). ``augment``: train the metanets with a random hidden-unit permutation
+    of each network in each batch (for standard zoos; metanets invariant to those permutations
+    are skipped, since it cannot change what they read)."""
 
     name: str
     path: str | None = None
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    of: str | None = None
+    augment: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
             # the name is a folder under --out/zoos and part of file names: it must stay inside --out
             raise SpecError(f"zoo name {self.name!r}: expected a plain folder name (without '/' or '\\', "
                             "not '.' or '..')")
-        if (self.path is None) == (self.preset is None):
-            raise SpecError(f"zoo '{self.name}': give exactly one of 'path' (an existing zoo) or 'preset'")
+        if sum(x is not None for x in (self.path, self.preset, self.of)) != 1:
+            raise SpecError(f"zoo '{self.name}': give exactly one of 'path' (an existing zoo), 'preset', "
+                            "or 'of' (the name of another zoo of this config)")
         if self.preset is not None:
             self.zoo_spec()  # unknown preset or bad overrides -> error now, before any work
 
@@ -63,14 +70,23 @@ class ZooEntry:
 
 @dataclass(frozen=True)
 class MetanetSetting:
+    """A row of the leaderboard; unset options follow the metanet's protocol (MetanetConfig)."""
+
     model: str
     seeds: int = 5
     epochs: int = 50
     lrs: tuple[float, ...] | None = None
+    normalize: bool | None = None
+    sigmoid: bool = False
 
-    def config(self, target: str) -> MetanetConfig:
+    def config(self, target: str, augment: bool = False) -> MetanetConfig:
         extra = {"lrs": self.lrs} if self.lrs else {}
-        return MetanetConfig(model=self.model, target=target, seeds=self.seeds, epochs=self.epochs, **extra)
+        return MetanetConfig(model=self.model, target=target, seeds=self.seeds, epochs=self.epochs,
+                             normalize=self.normalize, sigmoid=self.sigmoid, augment=augment, **extra)
+
+    def runs_on(self, zoo: ZooEntry) -> bool:
+        """Whether the cell exists: an augmented column skips permutation-invariant metanets."""
+        return not (zoo.augment and get_metanet(self.model).invariant)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,11 @@ class BenchConfig:
         names = [z.name for z in self.zoos]
         if len(set(names)) != len(names):  # they would share a folder and result files
             raise SpecError(f"zoo names {names}: expected each name once")
+        for z in self.zoos:
+            if z.of is not None and z.of not in [earlier.name for earlier in self.zoos[: self.zoos.index(z)]
+                                                 if earlier.of is None]:
+                raise SpecError(f"zoo '{z.name}': 'of: {z.of}' must name an earlier zoo of this config "
+                                "that has a path or a preset")
         for m in self.metanets:
             m.config(self.target)  # unknown metanet or target -> error before any work
 
@@ -110,8 +131,8 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
     (out / "cells").mkdir(parents=True, exist_ok=True)
     zoo_dirs = {}
     for entry in config.zoos:
-        if entry.path is not None:
-            zoo_dirs[entry.name] = Path(entry.path)
+        if entry.path is not None or entry.of is not None:
+            zoo_dirs[entry.name] = Path(entry.path) if entry.path is not None else zoo_dirs[entry.of]
             continue
         spec = entry.zoo_spec()
         zoo_dirs[entry.name] = out / "zoos" / entry.name
@@ -122,11 +143,13 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
     todo = []
     for entry in config.zoos:
         for setting in config.metanets:
+            if not setting.runs_on(entry):
+                continue
             cell_file = _cell_file(out, entry.name, setting.model)
             if cell_file.exists():
                 done[entry.name, setting.model] = json.loads(cell_file.read_text())
             else:
-                todo.append((entry.name, str(zoo_dirs[entry.name]), setting, config.target))
+                todo.append((entry.name, str(zoo_dirs[entry.name]), setting, config.target, entry.augment))
 
     def finished(cell: dict[str, Any]) -> None:
         atomic_write_text(_cell_file(out, cell["zoo"], cell["metanet"]), json.dumps(cell, indent=2))
@@ -152,15 +175,17 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
                     bar.update()
         if failures:
             raise failures[0]
-    cells = [done[entry.name, setting.model] for entry in config.zoos for setting in config.metanets]
+    cells = [done[entry.name, setting.model] for entry in config.zoos for setting in config.metanets
+             if setting.runs_on(entry)]
     _write_outputs(config, cells, out)
     return cells
 
 
-def run_cell(zoo: str, zoo_dir: str, setting: MetanetSetting, target: str, quiet: bool = False) -> dict[str, Any]:
+def run_cell(zoo: str, zoo_dir: str, setting: MetanetSetting, target: str, augment: bool = False,
+             quiet: bool = False) -> dict[str, Any]:
     """One leaderboard cell: the metanet trained with every seed on one zoo, summarised."""
     started = time.perf_counter()
-    result = train_metanet(zoo_dir, setting.config(target), quiet=quiet).summary
+    result = train_metanet(zoo_dir, setting.config(target, augment), quiet=quiet).summary
     seeds = result["per_seed"]
     return {
         "zoo": zoo, "metanet": setting.model, "zoo_dir": zoo_dir,
@@ -182,8 +207,8 @@ def markdown_table(config: BenchConfig, cells: list[dict[str, Any]]) -> str:
     for m in config.metanets:
         row = []
         for z in zoos:
-            c = by[(z, m.model)]
-            row.append(f"{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f} / "
+            c = by.get((z, m.model))
+            row.append("— (invariant)" if c is None else f"{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f} / "
                        f"{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}")
         lines.append(f"| {m.model} | {' | '.join(row)} |")
     return "\n".join(lines)
@@ -202,8 +227,9 @@ def _bar_chart(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> 
     for ax, key, label in zip(axes, ("test_r2", "test_kendall_tau"), ("test R²", "test Kendall τ")):
         for j, z in enumerate(zoos):
             x = np.arange(len(models)) + j * width
-            ax.bar(x, [by[(z, m)][key]["mean"] for m in models], width,
-                   yerr=[by[(z, m)][key]["std"] for m in models], label=z, capsize=2)
+            cell = [by.get((z, m)) for m in models]  # None: an augmented column skips invariant metanets
+            ax.bar(x, [c[key]["mean"] if c else np.nan for c in cell], width,
+                   yerr=[c[key]["std"] if c else np.nan for c in cell], label=z, capsize=2)
         ax.set_xticks(np.arange(len(models)) + width * (len(zoos) - 1) / 2, models)
         ax.set_ylabel(label)
         ax.axhline(0, color="grey", linewidth=0.8)

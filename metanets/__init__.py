@@ -15,7 +15,9 @@ def _build_gmn(context: MetanetContext):
     return GraphMetanet(context.layout, context.arch)
 
 
-register_metanet("gmn", "flat", invariant=True)(_build_gmn)
+# Published GMNs standardise each weight tensor with train-split statistics; without it a
+# permutation-equivariant GMN stays near chance.
+register_metanet("gmn", "flat", invariant=True, normalize=True)(_build_gmn)
 
 __all__ = ["METANETS", "VIEWS", "MetanetContext", "MetanetEntry", "STATISTICS", "get_metanet", "register_metanet", "statistics_view",
            "trainable_view"]

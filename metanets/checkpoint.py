@@ -3,7 +3,7 @@
 Checkpoints are files people hand each other, so opening one must never run code. Pickle-based
 formats (``torch.save``/``torch.load(weights_only=False)``) execute whatever a crafted file asks,
 even from a field nobody reads. A checkpoint is therefore one safetensors file: the tensors (the
-metanet's ``state_dict`` under ``state_dict/NAME``, StatNN's train-split normaliser under
+metanet's ``state_dict`` under ``state_dict/NAME``, the train-split input normaliser under
 ``normalizer/mean`` and ``normalizer/std``) and, in the safetensors header's string metadata, a
 JSON object with everything else (``format``, ``version``, ``metanet``: config, input size, view,
 training zoo), and a ``sha256`` of both, so that flipped bytes are caught rather than silently
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metanets.models import get_metanet
+from metanets.models import METANETS, get_metanet
 from metanets.train import MetanetConfig
 from zoo.errors import SpecError, SymzooError, clean_message, one_line
 from zoo.storage.files import atomic_write
@@ -59,8 +60,9 @@ class _Invalid(Exception):
 class MetanetCheckpoint:
     """A trained metanet and what ``predict`` needs to rebuild it on another zoo.
 
-    ``normalizer`` is the (mean, std) of the train split's statistics, kept for ``statistics``-view
-    metanets so that another zoo is standardised the same way; it is ``None`` for the other views.
+    ``normalizer`` is the (mean, std) the inputs were standardised with (train-split statistics,
+    one entry per input), kept so that another zoo is standardised the same way; it is ``None``
+    for a metanet trained without ``normalize``.
     The constructor checks the fields agree with each other, so a checkpoint that exists is usable.
     """
 
@@ -166,6 +168,9 @@ def _config(raw: Any) -> MetanetConfig:
         if not _matches(value, hints[key]):
             raise _Invalid(f"config field {key!r} has the wrong type")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+    if "normalize" not in values and isinstance(values.get("model"), str) and values["model"] in METANETS:
+        # written before the option existed: only statistics-view metanets were normalised then
+        values["normalize"] = METANETS[values["model"]].view == "statistics"
     try:
         return MetanetConfig(**values)
     except TypeError as err:  # a required field is missing
@@ -174,6 +179,8 @@ def _config(raw: Any) -> MetanetConfig:
 
 def _matches(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits a field's annotation (``bool`` is not an ``int`` here)."""
+    if isinstance(hint, types.UnionType):  # e.g. bool | None
+        return any(_matches(value, option) for option in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         return isinstance(value, list) and all(_matches(v, item) for v in value)
@@ -195,8 +202,8 @@ def _check(checkpoint: MetanetCheckpoint) -> None:
         raise _Invalid(f"view {one_line(repr(checkpoint.view))} but a {checkpoint.config.model} metanet reads '{view}'")
     if not checkpoint.state_dict or not all(isinstance(t, Tensor) for t in checkpoint.state_dict.values()):
         raise _Invalid("state_dict must be a non-empty mapping of names to tensors")
-    if (checkpoint.normalizer is not None) != (view == "statistics"):
-        raise _Invalid("a normalizer belongs with a 'statistics'-view metanet, and only there")
+    if (checkpoint.normalizer is not None) != checkpoint.config.normalize:
+        raise _Invalid("a normalizer belongs with a metanet trained with normalize, and only there")
     if checkpoint.normalizer is not None:
         shapes = {tuple(t.shape) if isinstance(t, Tensor) and t.is_floating_point() else None
                   for t in checkpoint.normalizer}

@@ -30,6 +30,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--lrs", type=float, nargs="+", help="learning-rate grid (default: the paper's)")
     p.add_argument("--include-diverged", action="store_true")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   help="standardise inputs with train-split statistics, per weight tensor "
+                        "(default: the metanet's protocol: on for statnn, gmn, nfn)")
+    p.add_argument("--sigmoid", action="store_true", help="bound predictions to (0, 1) (accuracy targets)")
+    p.add_argument("--augment", action="store_true",
+                   help="permute each network's hidden units at random in every training batch")
     p.add_argument("--out", metavar="DIR", help="where results go (default ZOO/metanets/MODEL-TARGET)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -44,7 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"target": args.target, "seeds": args.seeds, "epochs": args.epochs,
-                               "include_diverged": args.include_diverged}
+                               "include_diverged": args.include_diverged, "normalize": args.normalize,
+                               "sigmoid": args.sigmoid, "augment": args.augment}
     if args.lrs:
         options["lrs"] = tuple(args.lrs)
     config = MetanetConfig(model=args.model, **options)
@@ -57,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     MetanetCheckpoint(config, result["input_dim"], result["view"], state, features.normalizer,
                       str(args.zoo)).save(out / CHECKPOINT_FILE)
-    model = features.build()
+    model = features.build(config.sigmoid)
     model.load_state_dict(state)
     pred, _ = evaluate(model, features, "test")
     _scatter(pred, features.targets["test"].numpy(), out / "scatter.png",
@@ -81,11 +88,12 @@ def _predict(args: argparse.Namespace) -> int:
     saved = MetanetCheckpoint.load(args.metanet)
     config = saved.config
     entry = get_metanet(config.model)
-    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved.normalizer)
+    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved.normalizer,
+                             normalize=False)  # only the saved normalizer: the train split's, not this zoo's
     if features.input_dim != saved.input_dim:
         raise SpecError(f"{args.zoo}: metanet reads {saved.input_dim} inputs but this zoo gives {features.input_dim}; "
                         "it needs a zoo of the same architecture")
-    model = features.build()
+    model = features.build(config.sigmoid)
     try:
         model.load_state_dict(saved.state_dict)
     except RuntimeError:  # torch's message spans many lines; the names do not help the user

@@ -37,6 +37,7 @@ class MetanetEntry:
     view: str
     build: Callable[[MetanetContext], nn.Module]
     invariant: bool  # invariant to hidden-unit permutations by construction
+    normalize: bool = False  # standardise its inputs with train-split statistics unless told otherwise
 
 
 VIEWS = ("weights", "statistics", "flat")
@@ -45,14 +46,18 @@ METANETS: dict[str, MetanetEntry] = {}
 Builder = Callable[[MetanetContext], nn.Module]
 
 
-def register_metanet(name: str, view: str, invariant: bool = False) -> Callable[[Builder], Builder]:
+def register_metanet(name: str, view: str, invariant: bool = False,
+                     normalize: bool | None = None) -> Callable[[Builder], Builder]:
     """Decorator registering ``build(context) -> nn.Module`` under ``name``; the module maps a
-    batch of inputs of the given view to one prediction per row."""
+    batch of inputs of the given view to one prediction per row. ``normalize`` is whether its
+    inputs are standardised by default (per feature for ``statistics``, per tensor otherwise;
+    default: only ``statistics``, as in the paper's protocol)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
 
     def decorate(build: Builder) -> Builder:
-        METANETS[name] = MetanetEntry(name, view, build, invariant)
+        METANETS[name] = MetanetEntry(name, view, build, invariant,
+                                      view == "statistics" if normalize is None else normalize)
         return build
 
     return decorate

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from metanets.augment import AUGMENTABLE_VIEWS, PermutationAugmenter
 from metanets.models import MetanetContext, MetanetEntry, get_metanet
-from metanets.views import statistics_view, trainable_view
+from metanets.views import per_tensor_standardizer, statistics_view, tensor_ids, trainable_view
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
@@ -32,6 +34,12 @@ TARGETS = ("test_acc", "train_acc", "lr", "weight_decay", "label_smoothing", "ep
 
 @dataclass(frozen=True)
 class MetanetConfig:
+    """One cell's protocol. ``normalize``: standardise the inputs with train-split statistics (per
+    feature for ``statistics``, per weight tensor otherwise; default: the metanet's own protocol,
+    on for StatNN, GMN and NFN, off for the paper's other baselines). ``sigmoid``: bound the
+    prediction to (0, 1), the NFN authors' head for accuracy targets. ``augment``: apply a random
+    hidden-unit permutation to each network of each training batch (meant for standard zoos)."""
+
     model: str
     target: str = "test_acc"
     epochs: int = 50
@@ -40,9 +48,17 @@ class MetanetConfig:
     lrs: tuple[float, ...] = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
     seeds: int = 5
     include_diverged: bool = False
+    normalize: bool | None = None
+    sigmoid: bool = False
+    augment: bool = False
 
     def __post_init__(self) -> None:
-        get_metanet(self.model)
+        entry = get_metanet(self.model)
+        if self.normalize is None:  # the metanet's own protocol (see register_metanet)
+            object.__setattr__(self, "normalize", entry.normalize)
+        if self.augment and entry.view not in AUGMENTABLE_VIEWS:
+            raise SpecError(f"augment: {self.model} reads per-tensor statistics, which permutations do not change; "
+                            f"expected a metanet reading weights ({', '.join(AUGMENTABLE_VIEWS)} view)")
         if self.target not in TARGETS:
             raise SpecError(f"unknown target '{self.target}'; expected one of {', '.join(TARGETS)}")
         if self.epochs <= 0 or self.seeds <= 0 or self.batch_size <= 0 or not self.lrs:
@@ -66,6 +82,7 @@ class ZooFeatures:
     normalizer: tuple[Tensor, Tensor] | None = None
 
     arch: ArchSpec | None = None
+    augmenter: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     @property
     def input_dim(self) -> int:
@@ -76,21 +93,30 @@ class ZooFeatures:
     def context(self) -> MetanetContext:
         return MetanetContext(self.input_dim, self.layout, self.arch)
 
-    def build(self) -> nn.Module:
-        return self.entry.build(self.context())
+    def build(self, sigmoid: bool = False) -> nn.Module:
+        model = self.entry.build(self.context())
+        return nn.Sequential(model, nn.Sigmoid()) if sigmoid else model
 
-    def batch(self, split: str, index: Tensor) -> Tensor:
+    def batch(self, split: str, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Inputs of rows ``index`` of ``split``; with a ``generator``, each network is first
+        permuted at random (the ``augment`` option; flat rows, before the view and scaling)."""
         x = self.inputs[split][index].float()
-        if self.entry.view == "flat":
-            return x
+        if generator is not None and self.augmenter is not None:
+            x = self.augmenter(x, generator)
         if self.entry.view == "weights":
-            return trainable_view(x, self.layout)
-        mean, std = self.normalizer  # type: ignore[misc]
-        return (x - mean) / std
+            x = trainable_view(x, self.layout)
+        if self.normalizer is not None:
+            mean, std = self.normalizer
+            x = (x - mean) / std
+        return x
 
 
 def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: bool = False,
-                  normalizer: tuple[Tensor, Tensor] | None = None) -> ZooFeatures:
+                  normalizer: tuple[Tensor, Tensor] | None = None, normalize: bool | None = None) -> ZooFeatures:
+    """The splits' inputs and targets. Inputs are standardised with ``normalizer`` when given (a
+    trained metanet's), else, if ``normalize`` (default: the metanet's protocol), with the train
+    split's statistics (:func:`per_tensor_standardizer`, or per feature for ``statistics``)."""
+    normalize = entry.normalize if normalize is None else normalize
     if target not in zoo.columns():
         raise SpecError(f"{zoo.path}: the zoo has no column '{target}' to predict")
     layout = zoo.layout
@@ -110,10 +136,18 @@ def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: 
         else:
             inputs[split] = weights[torch.from_numpy(rows)] if len(rows) < 4096 else _RowView(weights, rows)
         targets[split] = torch.from_numpy(y[rows]).float()
-    if entry.view == "statistics" and normalizer is None:
+    if normalize and normalizer is None:
         train = inputs["train"]
-        std = train.std(0) if len(train) > 1 else torch.ones(train.shape[1])  # fewer than 2 rows: no spread
-        normalizer = (train.mean(0), std.clamp_min(1e-8))
+        if entry.view == "statistics":
+            std = train.std(0) if len(train) > 1 else torch.ones(train.shape[1])  # fewer than 2 rows: no spread
+            normalizer = (train.mean(0), std.clamp_min(1e-8))
+        else:
+            ids = tensor_ids(layout)
+            view = (lambda x: trainable_view(x, layout)) if entry.view == "weights" else (lambda x: x)
+            if entry.view == "weights":
+                ids = ids[layout.trainable_mask]
+            batches = (view(train[torch.arange(i, min(i + 512, len(train)))]) for i in range(0, len(train), 512))
+            normalizer = per_tensor_standardizer(batches, ids)
     return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer, zoo.spec)
 
 
@@ -154,10 +188,11 @@ def evaluate(model: nn.Module, features: ZooFeatures, split: str, batch_size: in
 def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> dict[str, Any]:
     """One training run; returns the best-validation epoch's metrics and model state."""
     torch.manual_seed(seed)
-    model = features.build()
+    model = features.build(config.sigmoid)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     n = len(features.targets["train"])
     generator = torch.Generator().manual_seed(seed)
+    permuting = torch.Generator().manual_seed(seed) if config.augment else None
     best: dict[str, Any] = {"val": {"r2": -math.inf}}
     for epoch in range(config.epochs):
         model.train()
@@ -166,7 +201,8 @@ def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> 
             index = order[start : start + config.batch_size]
             if len(index) < 2:  # BatchNorm (DMC) needs two examples
                 continue
-            loss = nn.functional.mse_loss(model(features.batch("train", index)), features.targets["train"][index])
+            inputs = features.batch("train", index, permuting)
+            loss = nn.functional.mse_loss(model(inputs), features.targets["train"][index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -193,7 +229,9 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
     """Learning-rate search, then ``config.seeds`` runs; returns results and the best model."""
     zoo = open_zoo(zoo_path)
     entry = get_metanet(config.model)
-    features = load_features(zoo, entry, config.target, config.include_diverged)
+    features = load_features(zoo, entry, config.target, config.include_diverged, normalize=config.normalize)
+    if config.augment:
+        features.augmenter = PermutationAugmenter(zoo.layout, zoo.spec)
     counts = {s: len(features.targets[s]) for s in SPLITS}
     if min(counts.values()) < 2:
         raise SpecError(f"{zoo_path}: each split needs at least 2 usable models to train and evaluate a metanet, "
@@ -218,7 +256,7 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
         "target": config.target,
         "view": entry.view,
         "input_dim": features.input_dim,
-        "params": sum(p.numel() for p in features.build().parameters()),
+        "params": sum(p.numel() for p in features.build(config.sigmoid).parameters()),
         "lr": lr,
         "lr_search": {str(k): v["val"]["r2"] for k, v in search.items()},
         "val": {"r2": mean("val", "r2"), "kendall_tau": mean("val", "kendall_tau")},

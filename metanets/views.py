@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from zoo.layout import ParamLayout
 
-__all__ = ["STATISTICS", "trainable_view", "statistics_view"]
+__all__ = ["STATISTICS", "trainable_view", "statistics_view", "tensor_ids", "per_tensor_standardizer"]
 
 STATISTICS = ("mean", "var", "min", "max", "q25", "q50", "q75")
 _QUANTILES = torch.tensor([0.25, 0.5, 0.75])
@@ -42,3 +44,32 @@ def statistics_view(weights: Tensor, layout: ParamLayout, chunk: int = 256) -> T
         features.append(torch.stack([values.mean(1), values.var(1, unbiased=False), values.amin(1), values.amax(1)], 1))
         features.append(quantiles)
     return torch.cat(features, dim=1)
+
+
+def tensor_ids(layout: ParamLayout) -> Tensor:
+    """``(P,)``: the index of the layout tensor (slot) each flat entry belongs to."""
+    return torch.cat([torch.full((slot.numel,), i, dtype=torch.long) for i, slot in enumerate(layout.slots)])
+
+
+def per_tensor_standardizer(batches: Iterable[Tensor], ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std of each tensor's entries over all rows of ``batches`` (each ``(b, D)``, in a
+    view whose entry ``d`` belongs to tensor ``ids[d]``), broadcast back to ``(D,)`` vectors.
+
+    One scale per tensor, not per entry: a per-entry standardisation would differ between units
+    that hidden-unit permutations exchange, and so break a metanet's invariance; a per-tensor one
+    commutes with every permutation. A tensor with no spread (e.g. constant fixed entries) keeps
+    std 1."""
+    count = torch.bincount(ids).double()
+    total = torch.zeros_like(count)
+    squares = torch.zeros_like(count)
+    rows = 0
+    for batch in batches:
+        batch = batch.double()
+        rows += len(batch)
+        total.index_add_(0, ids, batch.sum(0))
+        squares.index_add_(0, ids, batch.square().sum(0))
+    n = (count * max(rows, 1)).clamp_min(1)
+    mean = total / n
+    std = (squares / n - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return mean[ids].float(), std[ids].float()

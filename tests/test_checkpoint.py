@@ -28,12 +28,15 @@ def zoo_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module", params=["statnn", "mlp"])  # with and without a normalizer
+# with a feature normalizer, without one, and with a per-tensor weight normalizer and sigmoid head
+@pytest.fixture(scope="module", params=[("statnn",), ("mlp",), ("mlp", "--normalize", "--sigmoid")],
+                ids=["statnn", "mlp", "mlp-normalized-sigmoid"])
 def trained(request, zoo_dir, tmp_path_factory) -> tuple[Path, dict]:
     """A metanet trained by the command line (one seed, so its test metrics are the saved model's)."""
-    out = tmp_path_factory.mktemp(f"run-{request.param}")
-    assert main(["metanet", "train", "--zoo", str(zoo_dir), "--model", request.param, "--seeds", "1",
-                 "--epochs", "3", "--lrs", "1e-3", "--out", str(out), "--quiet"]) == 0
+    model, *options = request.param
+    out = tmp_path_factory.mktemp(f"run-{model}")
+    assert main(["metanet", "train", "--zoo", str(zoo_dir), "--model", model, "--seeds", "1",
+                 "--epochs", "3", "--lrs", "1e-3", "--out", str(out), "--quiet", *options]) == 0
     return out / CHECKPOINT_FILE, json.loads((out / "results.json").read_text())
 
 
@@ -72,7 +75,8 @@ def test_checkpoint_round_trips_exactly(trained, tmp_path):
     assert dataclasses.asdict(saved.config) == {k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in result["config"].items()}
     assert (saved.input_dim, saved.view) == (result["input_dim"], result["view"])
-    assert (saved.normalizer is not None) == (result["view"] == "statistics")
+    assert (saved.normalizer is not None) == saved.config.normalize == (result["view"] == "statistics"
+                                                                        or result["config"]["normalize"])
     copy = tmp_path / "copy.safetensors"
     saved.save(copy)
     again = MetanetCheckpoint.load(copy)
@@ -205,3 +209,20 @@ def test_cifar10_batches_are_unpickled_only_after_their_md5_matches(tmp_path):
     with pytest.raises(DataError, match="data_batch_1: md5 .* does not match"):
         load_images("cifar10", tmp_path)
     assert not marker.exists()
+
+
+def test_a_checkpoint_written_before_the_normalize_option_reads_as_it_was_trained(trained, tmp_path):
+    """Older files have no ``normalize`` in their config: only statistics-view metanets were
+    normalised then, so the missing field means exactly that (a gmn would otherwise default to on)."""
+    path, _ = trained
+    saved = MetanetCheckpoint.load(path)
+    if saved.config.sigmoid:
+        pytest.skip("older files have no sigmoid head either")
+    legacy = tmp_path / "legacy.safetensors"
+
+    def drop_options(header: dict) -> None:
+        for option in ("normalize", "sigmoid", "augment"):
+            del header["config"][option]
+
+    _rewrite(path, legacy, edit_header=drop_options)
+    assert MetanetCheckpoint.load(legacy).config == saved.config

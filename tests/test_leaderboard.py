@@ -81,3 +81,22 @@ def test_shipped_configs_parse(tmp_path):
         assert parsed.zoos and parsed.metanets
         for zoo in parsed.zoos:
             zoo.zoo_spec().arch_spec()  # every zoo and architecture resolves
+
+
+def test_an_augmented_column_reads_another_columns_zoo_and_skips_invariant_metanets(tmp_path):
+    config = BenchConfig(
+        name="aug",
+        zoos=(ZooEntry("standard", preset="digits-mlp", overrides=QUICK),
+              ZooEntry("standard+perm-aug", of="standard", augment=True)),
+        metanets=(MetanetSetting("statnn", seeds=1, epochs=2, lrs=(1e-3,)),
+                  MetanetSetting("linear", seeds=1, epochs=2, lrs=(1e-3,))),
+    )
+    cells = run_bench(config, tmp_path / "board", quiet=True)
+    assert [(c["zoo"], c["metanet"]) for c in cells] == [
+        ("standard", "statnn"), ("standard", "linear"), ("standard+perm-aug", "linear")]
+    assert cells[2]["zoo_dir"] == cells[0]["zoo_dir"]  # the same zoo, not a second copy
+    assert not (tmp_path / "board" / "zoos" / "standard+perm-aug").exists()
+    assert cells[2]["test_r2"] != cells[1]["test_r2"]  # augmented batches change what the linear model sees
+    assert "— (invariant)" in (tmp_path / "board" / "leaderboard.md").read_text()
+    with pytest.raises(SpecError, match="must name an earlier zoo"):
+        BenchConfig("x", (ZooEntry("aug", of="standard", augment=True),), config.metanets)
