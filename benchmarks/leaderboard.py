@@ -77,12 +77,14 @@ class MetanetSetting:
     epochs: int = 50
     lrs: tuple[float, ...] | None = None
     normalize: bool | None = None
-    sigmoid: bool = False
+    sigmoid: bool | None = None
+    warmup_steps: int = 0
 
     def config(self, target: str, augment: bool = False) -> MetanetConfig:
         extra = {"lrs": self.lrs} if self.lrs else {}
         return MetanetConfig(model=self.model, target=target, seeds=self.seeds, epochs=self.epochs,
-                             normalize=self.normalize, sigmoid=self.sigmoid, augment=augment, **extra)
+                             normalize=self.normalize, sigmoid=self.sigmoid, augment=augment,
+                             warmup_steps=self.warmup_steps, **extra)
 
     def runs_on(self, zoo: ZooEntry) -> bool:
         """Whether the cell exists: an augmented column skips permutation-invariant metanets."""

@@ -37,6 +37,8 @@ from generators.recipe import Augment
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout, TensorSlot
 from zoo.nets import ArchSpec
+from zoo.symmetry import permutation_spec
+from zoo.weightspace import WeightTensor, weight_space_from_spec
 
 __all__ = [
     "POSTERIORS",
@@ -123,25 +125,21 @@ class ParamGroup:
         return self.stop - self.start
 
 
-def _is_layer(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
-
-
-def _fan_in(module: nn.Module) -> int:
-    return module.weight[0].numel() if _is_layer(module) else 1
-
-
-def _param_groups(slots: list[TensorSlot], modules: dict[str, nn.Module], config: PosteriorConfig) -> tuple[ParamGroup, ...]:
-    """One group per module with trainable entries (its tensors are consecutive in state_dict order)."""
+def _param_groups(slots: list[TensorSlot], layers: dict[str, WeightTensor], config: PosteriorConfig) -> tuple[ParamGroup, ...]:
+    """One group per module with trainable entries (its tensors are consecutive in state_dict
+    order). ``layers``: the weight space's layers by module name (Linear and Conv weights), which
+    give the fan-in of the prior and which groups are sampled per example (local
+    reparameterisation: Linear layers, and convolutions with ``local_conv``); norm groups have
+    fan-in 1 and are sampled per batch."""
     groups, start = [], 0
     for owner, members in itertools.groupby(slots, key=lambda s: s.name.rpartition(".")[0]):
         members = list(members)
         size = sum(s.trainable for s in members)
         if size == 0:  # e.g. a fully fixed W-Asym stem without bias
             continue
-        module = modules[owner]
-        fan = _fan_in(module) if config.prior_fan_in else 1
-        local = isinstance(module, nn.Linear) or (config.local_conv and _is_layer(module))
+        layer = layers.get(owner)
+        fan = layer.n_in * layer.kernel_size if layer is not None and config.prior_fan_in else 1
+        local = layer is not None and (len(layer.shape) == 2 or config.local_conv)
         groups.append(ParamGroup(owner, start, start + size, 1.0 / (config.prior_precision * fan), local,
                                  members[0].trainable))
         start += size
@@ -178,7 +176,9 @@ class VariationalPosterior(nn.Module):
         self.register_buffer("_layout_index", layout_index, persistent=False)
         initial = torch.cat([params[s.name].detach().reshape(-1).float() for s in self._slots])[trainable]
 
-        self.groups = _param_groups(self._slots, dict(network.named_modules()), config)
+        space = weight_space_from_spec(permutation_spec(network), self.layout)
+        layers = {w.name.rpartition(".")[0]: w for w in space.weights}
+        self.groups = _param_groups(self._slots, layers, config)
         sizes = torch.tensor([g.size for g in self.groups])
         per_entry = lambda values: torch.repeat_interleave(torch.tensor(values), sizes)  # noqa: E731
         self.register_buffer("_group_of", per_entry(list(range(len(self.groups)))), persistent=False)

@@ -168,9 +168,11 @@ def _config(raw: Any) -> MetanetConfig:
         if not _matches(value, hints[key]):
             raise _Invalid(f"config field {key!r} has the wrong type")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
-    if "normalize" not in values and isinstance(values.get("model"), str) and values["model"] in METANETS:
-        # written before the option existed: only statistics-view metanets were normalised then
-        values["normalize"] = METANETS[values["model"]].view == "statistics"
+    if isinstance(values.get("model"), str) and values["model"] in METANETS:
+        # written before these options existed: only statistics-view metanets were normalised
+        # then, and none had a sigmoid output
+        values.setdefault("normalize", METANETS[values["model"]].view == "statistics")
+        values.setdefault("sigmoid", False)
     try:
         return MetanetConfig(**values)
     except TypeError as err:  # a required field is missing

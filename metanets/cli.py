@@ -33,7 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="standardise inputs with train-split statistics, per weight tensor "
                         "(default: the metanet's protocol: on for statnn, gmn, nfn)")
-    p.add_argument("--sigmoid", action="store_true", help="bound predictions to (0, 1) (accuracy targets)")
+    p.add_argument("--sigmoid", action=argparse.BooleanOptionalAction,
+                   help="bound predictions to (0, 1) (accuracy targets; default: the metanet's protocol: on for nfn)")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                   help="raise the learning rate linearly over the first N steps")
     p.add_argument("--augment", action="store_true",
                    help="permute each network's hidden units at random in every training batch")
     p.add_argument("--out", metavar="DIR", help="where results go (default ZOO/metanets/MODEL-TARGET)")
@@ -51,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"target": args.target, "seeds": args.seeds, "epochs": args.epochs,
                                "include_diverged": args.include_diverged, "normalize": args.normalize,
-                               "sigmoid": args.sigmoid, "augment": args.augment}
+                               "sigmoid": args.sigmoid, "augment": args.augment, "warmup_steps": args.warmup_steps}
     if args.lrs:
         options["lrs"] = tuple(args.lrs)
     config = MetanetConfig(model=args.model, **options)

@@ -41,6 +41,7 @@ class MetanetEntry:
     build: Callable[[MetanetContext], nn.Module]
     invariant: bool  # invariant to hidden-unit permutations by construction
     normalize: bool = False  # standardise its inputs with train-split statistics unless told otherwise
+    sigmoid: bool = False  # bound its output to (0, 1) unless told otherwise
 
 
 VIEWS = ("weights", "statistics", "flat")
@@ -49,18 +50,19 @@ METANETS: dict[str, MetanetEntry] = {}
 Builder = Callable[[MetanetContext], nn.Module]
 
 
-def register_metanet(name: str, view: str, invariant: bool = False,
-                     normalize: bool | None = None) -> Callable[[Builder], Builder]:
+def register_metanet(name: str, view: str, invariant: bool = False, normalize: bool | None = None,
+                     sigmoid: bool = False) -> Callable[[Builder], Builder]:
     """Decorator registering ``build(context) -> nn.Module`` under ``name``; the module maps a
-    batch of inputs of the given view to one prediction per row. ``normalize`` is whether its
-    inputs are standardised by default (per feature for ``statistics``, per tensor otherwise;
-    default: only ``statistics``, as in the paper's protocol)."""
+    batch of inputs of the given view to one prediction per row. Defaults of its protocol:
+    ``normalize``, whether its inputs are standardised (per feature for ``statistics``, per
+    tensor otherwise; default: only ``statistics``, as in the paper's protocol), and ``sigmoid``,
+    whether its output is bounded to (0, 1)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
 
     def decorate(build: Builder) -> Builder:
         METANETS[name] = MetanetEntry(name, view, build, invariant,
-                                      view == "statistics" if normalize is None else normalize)
+                                      view == "statistics" if normalize is None else normalize, sigmoid)
         return build
 
     return decorate

@@ -1,325 +1,513 @@
-r"""Neural Functional Network (NFN) of Zhou et al. 2023, "Permutation Equivariant Neural Functionals".
+r"""Neural Functional Networks (NFN) of Zhou et al. 2023, "Permutation Equivariant Neural Functionals".
 
-The NP variant: every layer is equivariant to permutations of the *hidden* neurons of the chain
-networks it reads (MLP and CNN zoos); the input neurons (pixels, input channels) and the output
-neurons (classes) keep their order. The model reads the ``flat`` view (all effective weights in
-layout order), rebuilds the per-layer weight space
+Both published forms, for every family the zoo has (MLP, CNN, ResNet), on the weight-space
+description of :mod:`zoo.weightspace`:
 
-* weights :math:`W_i \in \mathbb{R}^{B \times n_i \times n_{i-1} \times c}`, ``c`` the kernel entries
-  of a conv layer (1 for a Linear; the head after global average pooling is a Linear), and
-* biases :math:`b_i \in \mathbb{R}^{B \times n_i \times c}`, with the layer's norm parameters
-  (LayerNorm / GroupNorm(1, C) weight and bias, one per unit) appended as extra bias channels,
+* **NP** (:class:`NPLinear`, :class:`NPPool`): every unit set is exchangeable, the network's
+  inputs and outputs included; the layers are equivariant to permutations of all of them.
+* **HNP** (:class:`HNPLinear`, :class:`HNPPool`): only hidden units are exchangeable; input units
+  (pixels, image channels) and output units (classes) keep their identities, so the maps may
+  depend on their index. The authors' best invariant model for predicting accuracy.
 
-applies a stack of :class:`NPLinear` layers with ReLU in between, pools invariantly with
-:class:`NPPool` and maps the pooled features to one scalar per network with an MLP.
+Both reduce to one construction. A :class:`FeatureSpace` lists the weight-space tensors with the
+unit sets the layers treat as exchangeable (*permuted axes*); every other axis (the unpermuted
+input/output axes in HNP, and the kernel entries of a conv weight) is folded into the channels.
+Each tensor then has 0, 1 or 2 permuted axes, and :class:`EquivariantLinear` is the general
+linear map that commutes with permutations of those axes (see its formula). A residual stream
+is one set, so every tensor on it (stem, each ``conv2``, shortcut, their norms) is tied to the
+same permutation, as in Universal Neural Functionals. Tensors no permutation acts on (σ-Asym's
+FiGLU matrices) are not read.
 
-Here layers are numbered ``i = 0 … L-1``; layer ``i`` maps the ``n_i`` units of level ``i`` to the
-``n_{i+1}`` units of level ``i + 1``; levels ``1 … L-1`` are hidden, level 0 is the input and
-level ``L`` the output. Tensors of the layout that are no layer weight, bias or norm parameter
-(σ-Asym's fixed FiGLU matrices) are not read: no permutation acts on them.
+The model reads the ``flat`` view (all effective weights in layout order) and is invariant to
+hidden-unit permutations of the networks it reads (exactly, up to float rounding).
 """
 
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
 
+from metanets.models import MetanetContext, register_metanet
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
+from zoo.weightspace import INPUT, OUTPUT, WeightSpace, weight_space
 
-from metanets.models import register_metanet
+__all__ = [
+    "FeatureTensor",
+    "FeatureSpace",
+    "EquivariantLinear",
+    "NPLinear",
+    "HNPLinear",
+    "ChannelNorm",
+    "InvariantPool",
+    "NPPool",
+    "HNPPool",
+    "NFN",
+    "MODES",
+]
 
-__all__ = ["ChainLayer", "chain_layers", "WeightSpace", "unflatten_chain", "NPLinear", "NPPool", "NFN"]
+MODES = ("np", "hnp")
 
-SUPPORTED_FAMILIES = ("mlp", "cnn")
-
-WeightSpace = tuple[list[Tensor], list[Tensor]]
-"""Per-layer weights ``(B, n_out, n_in, C)`` and biases ``(B, n_out, C)``, channels last."""
+Features = list[Tensor]
+"""One tensor per :class:`FeatureTensor`, shape ``(B, *sizes, mult · C)``, channels last."""
 
 
-# -- weight space of a chain network ------------------------------------------------------------
+# -- the weight space as the layers see it ------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Slice:
-    offset: int
-    stop: int
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ChainLayer:
-    """Where one layer's tensors lie in the flat vector.
+class FeatureTensor:
+    """One weight-space tensor as an NFN reads it.
 
     Attributes:
-        weight: the weight slot, shape ``(n_out, n_in, *kernel)``.
-        bias: the bias slot, or None for a layer without bias.
-        extras: 1-D per-unit tensors (norm affine parameters) read as extra bias channels.
+        name: its ``state_dict`` key.
+        axes: the exchangeable unit sets of its leading axes (0, 1 or 2; output axis first).
+        sizes: the number of units of each of ``axes``.
+        mult: values per position and channel: kernel entries times the sizes of its unpermuted
+            axes, which are folded into the channels.
+        offset, shape: where it lies in the flat vector, as ``(n_out, n_in, kernel entries)``
+            for a weight and ``(n,)`` for a 1-D tensor.
+        order: the order its raw axes are read in (permuted axes first, then the folded ones).
+        scale: a constant it is multiplied by when read (see ``rescale`` of :meth:`FeatureSpace.of`).
     """
 
-    weight: _Slice
-    bias: _Slice | None
-    extras: tuple[_Slice, ...]
+    name: str
+    axes: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mult: int
+    offset: int
+    shape: tuple[int, ...]
+    order: tuple[int, ...]
+    scale: float = 1.0
 
     @property
-    def n_out(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def n_in(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def weight_channels(self) -> int:
-        return math.prod(self.weight.shape[2:])
-
-    @property
-    def bias_channels(self) -> int:
-        return 1 + len(self.extras)
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
-def chain_layers(layout: ParamLayout, arch: ArchSpec) -> list[ChainLayer]:
-    """The layers ``blocks.0.layer … blocks.{L-2}.layer, head`` of an MLP or CNN layout."""
-    if arch.family not in SUPPORTED_FAMILIES:
-        raise SpecError(
-            f"nfn supports only the chain families {', '.join(SUPPORTED_FAMILIES)}; "
-            f"got family '{arch.family}'"
-        )
-    slices = {s.name: _Slice(s.offset, s.stop, s.shape) for s in layout.slots}
-    blocks = sorted({int(m.group(1)) for name in slices if (m := re.match(r"blocks\.(\d+)\.layer\.weight$", name))})
-    prefixes = [f"blocks.{i}" for i in blocks] + ["head"]
-    layers = []
-    for prefix in prefixes:
-        layer = prefix if prefix == "head" else f"{prefix}.layer"
-        if f"{layer}.weight" not in slices:
-            raise SpecError(f"nfn: the layout has no tensor '{layer}.weight'; is it an {'/'.join(SUPPORTED_FAMILIES)} zoo?")
-        weight = slices[f"{layer}.weight"]
-        extras = tuple(
-            s for name, s in slices.items()
-            if name.startswith(f"{prefix}.norm.") and s.shape == (weight.shape[0],)
-        ) if prefix != "head" else ()
-        layers.append(ChainLayer(weight, slices.get(f"{layer}.bias"), extras))
-    for previous, current in zip(layers[:-1], layers[1:]):
-        if current.n_in != previous.n_out:
-            raise SpecError(f"nfn: a layer reads {current.n_in} units but the layer before has {previous.n_out}")
-    return layers
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The tensors of a weight space with the unit sets an NFN's layers permute.
 
-
-def unflatten_chain(flat: Tensor, layers: list[ChainLayer], rescale: bool = False) -> WeightSpace:
-    """Flat weights ``(B, P)`` → per-layer ``W_i (B, n_out, n_in, k)`` and ``b_i (B, n_out, 1 + extras)``.
-
-    With ``rescale``, each layer's weight and bias are multiplied by ``sqrt(fan_in)`` (fan-in
-    ``n_in · k``), which brings PyTorch-initialised layers of any width to unit scale; a constant
-    per layer, it commutes with every permutation. Norm parameters are left as they are.
+    Attributes:
+        tensors: weights first (description order), then 1-D tensors.
+        sets: the exchangeable sets, name -> size, in description order.
+        size: length of the flat vectors read.
     """
-    batch = flat.shape[0]
-    weights, biases = [], []
-    for layer in layers:
-        scale = math.sqrt(layer.n_in * layer.weight_channels) if rescale else 1.0
-        w = flat[:, layer.weight.offset : layer.weight.stop].reshape(batch, layer.n_out, layer.n_in, -1) * scale
-        if layer.bias is None:
-            bias = flat.new_zeros(batch, layer.n_out)
-        else:
-            bias = flat[:, layer.bias.offset : layer.bias.stop] * scale
-        extras = [flat[:, s.offset : s.stop] for s in layer.extras]
-        weights.append(w)
-        biases.append(torch.stack([bias, *extras], dim=-1))
-    return weights, biases
+
+    tensors: tuple[FeatureTensor, ...]
+    sets: dict[str, int]
+    size: int
+
+    @classmethod
+    def of(cls, space: WeightSpace, permuted: Iterable[str], rescale: bool = False) -> FeatureSpace:
+        """The features of ``space`` with the sets ``permuted`` exchangeable.
+
+        With ``rescale``, each weight and its layer's bias are multiplied by ``sqrt(fan_in)``
+        (``n_in ·`` kernel entries), which brings PyTorch-initialised layers of any width to unit
+        scale; a constant per tensor, it commutes with every permutation. Norm parameters and
+        running statistics are read as they are.
+        """
+        permuted = set(permuted)
+        sizes = space.sizes
+        fan_in = {w.name.rpartition(".")[0]: w.n_in * w.kernel_size for w in space.weights}
+        tensors = []
+        for w in space.weights:
+            sets = (w.out_set, w.in_set)
+            kept = tuple(a for a in (0, 1) if sets[a] in permuted)
+            folded = tuple(a for a in (0, 1) if sets[a] not in permuted)
+            tensors.append(FeatureTensor(
+                w.name, tuple(sets[a] for a in kept), tuple(w.shape[a] for a in kept),
+                w.kernel_size * math.prod(w.shape[a] for a in folded), w.offset,
+                (w.n_out, w.n_in, w.kernel_size), (*kept, *folded, 2),
+                math.sqrt(w.n_in * w.kernel_size) if rescale else 1.0))
+        for u in space.units:
+            scale = math.sqrt(fan_in[u.name.rpartition(".")[0]]) if rescale and u.role == "bias" else 1.0
+            if u.unit_set in permuted:
+                tensors.append(FeatureTensor(u.name, (u.unit_set,), (u.size,), 1, u.offset, (u.size,), (0, 1), scale))
+            else:
+                tensors.append(FeatureTensor(u.name, (), (), u.size, u.offset, (u.size,), (0, 1), scale))
+        used = {s for t in tensors for s in t.axes}
+        return cls(tuple(tensors), {s: n for s, n in sizes.items() if s in used}, space.size)
+
+    @classmethod
+    def np(cls, space: WeightSpace, rescale: bool = False) -> FeatureSpace:
+        """NP: every set exchangeable, the network's inputs and outputs included."""
+        return cls.of(space, [s.name for s in space.sets], rescale)
+
+    @classmethod
+    def hnp(cls, space: WeightSpace, rescale: bool = False) -> FeatureSpace:
+        """HNP: only the hidden sets exchangeable; input and output axes fold into channels."""
+        return cls.of(space, [s.name for s in space.hidden], rescale)
+
+    def incidences(self, name: str) -> list[tuple[int, int]]:
+        """``(tensor index, axis position)`` for every permuted axis on set ``name``."""
+        return [(i, a) for i, t in enumerate(self.tensors) for a, s in enumerate(t.axes) if s == name]
+
+    def read(self, flat: Tensor) -> Features:
+        """Flat weights ``(B, P)`` -> features with one channel per value (``C = 1``)."""
+        b = flat.shape[0]
+        out = []
+        for t in self.tensors:
+            x = flat[:, t.offset : t.offset + t.numel].reshape(b, *t.shape)
+            x = x[..., None] if len(t.shape) == 1 else x
+            x = x.permute(0, *(a + 1 for a in t.order)).reshape(b, *t.sizes, t.mult)
+            out.append(x * t.scale if t.scale != 1.0 else x)
+        return out
+
+    def permute(self, features: Features, perms: dict[str, Tensor]) -> Features:
+        """Features with ``perms`` applied along each permuted axis (``new[i] = old[perm[i]]``);
+        sets without a permutation in ``perms`` stay put."""
+        out = []
+        for t, x in zip(self.tensors, features):
+            for a, s in enumerate(t.axes):
+                if s in perms:
+                    x = x.index_select(a + 1, perms[s].to(x.device))
+            out.append(x)
+        return out
 
 
 # -- layers -------------------------------------------------------------------------------------
 
 
-def _init_linear(linear: nn.Linear, fan_in: int, terms: int) -> None:
-    """Uniform init with bound ``1 / sqrt(fan_in * terms)``: ``terms`` such maps are summed."""
-    bound = 1.0 / math.sqrt(max(fan_in, 1) * terms)
-    nn.init.uniform_(linear.weight, -bound, bound)
-    if linear.bias is not None:
-        nn.init.uniform_(linear.bias, -bound, bound)
+def _pooled(x: Tensor, axes: int, keep: Sequence[bool] = ()) -> Tensor:
+    """Mean of ``(B, *sizes, C)`` over its ``axes`` permuted axes (except those ``keep`` marks),
+    flattened to ``(B, features)``."""
+    dims = tuple(1 + a for a in range(axes) if not (keep and keep[a]))
+    return (x.mean(dim=dims) if dims else x).flatten(1)
 
 
-class _LayerMaps(nn.Module):
-    """The channel maps of :class:`NPLinear` for one layer (see its docstring)."""
+def _uniform_rows(weight: Tensor, bias: Tensor | None, blocks: Sequence[tuple[int, int]]) -> None:
+    """Initialise output rows in blocks ``(rows, fan_in)``: uniform with bound ``1/sqrt(fan_in)``,
+    ``fan_in`` counting every map summed into those outputs (as ``set_init_`` of the authors' code)."""
+    start = 0
+    with torch.no_grad():
+        for rows, fan_in in blocks:
+            bound = 1.0 / math.sqrt(max(fan_in, 1))
+            weight[start : start + rows].uniform_(-bound, bound)
+            if bias is not None:
+                bias[start : start + rows].uniform_(-bound, bound)
+            start += rows
 
-    def __init__(self, c_w: int, row: int, col: int, glob: int, out: int) -> None:
+
+class EquivariantLinear(nn.Module):
+    r"""The linear layer of an NFN on a :class:`FeatureSpace`, equivariant to permutations of its sets.
+
+    For a set :math:`S` let :math:`F_S[s]` concatenate, over every tensor with a permuted axis on
+    :math:`S`, that tensor's mean over its *other* permuted axis at unit :math:`s` (or the tensor
+    itself when :math:`S` is its only permuted axis); let :math:`g` concatenate every tensor's
+    mean over all its permuted axes. Then a tensor :math:`X` with permuted axes ``(O, I)`` (a
+    weight), ``(S,)`` (a bias, norm parameter, or in HNP a weight whose other axis is an input or
+    output axis) or ``()`` maps to
+
+    .. math::
+
+        X'[o, i] &= A\,X[o, i] + R\,F_O[o] + K\,F_I[i] + G\,g + e, \\
+        X'[s]    &= R\,F_S[s] + G\,g + e, \qquad
+        X'       = G\,g + e,
+
+    with :math:`A, R, K, G` matrices over channels and :math:`e` a vector, learned per tensor
+    (:math:`F_S` contains :math:`X` itself in the 1-axis case, so it has a self map too). Every
+    term is indexed by the units it is permuted with and the means are invariant, so permuting
+    any set permutes the output the same way. On a chain this is the NP layer of Zhou et al.
+    (2023); tensors on a shared set (a residual stream) are tied through :math:`F_S`.
+
+    The maps of one set are one matrix product over :math:`F_S`, those of :math:`g` another.
+
+    Args:
+        space: the feature space.
+        in_channels, out_channels: channels ``C`` per value before and after.
+    """
+
+    def __init__(self, space: FeatureSpace, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.w_self = nn.Linear(c_w, out, bias=False)
-        self.w_row = nn.Linear(row, out, bias=False)
-        self.w_col = nn.Linear(col, out, bias=False)
-        self.w_glob = nn.Linear(glob, out)
-        self.b_row = nn.Linear(row, out, bias=False)
-        self.b_glob = nn.Linear(glob, out)
+        self.space, self.c_in, self.c_out = space, in_channels, out_channels
+        tensors = space.tensors
+        self.out_dims = [t.mult * out_channels for t in tensors]
+        self.self_index = [i for i, t in enumerate(tensors) if len(t.axes) == 2]
+        self.self_maps = nn.ModuleList(
+            nn.Linear(tensors[i].mult * in_channels, self.out_dims[i], bias=False) for i in self.self_index
+        )
+        self.set_names = list(space.sets)
+        self.set_incidences = [space.incidences(s) for s in self.set_names]
+        self.set_dims = [sum(tensors[i].mult for i, _ in inc) * in_channels for inc in self.set_incidences]
+        self.set_maps = nn.ModuleList(
+            nn.Linear(dim, sum(self.out_dims[i] for i, _ in inc), bias=False)
+            for dim, inc in zip(self.set_dims, self.set_incidences)
+        )
+        self.global_dim = sum(t.mult for t in tensors) * in_channels
+        self.global_map = nn.Linear(self.global_dim, sum(self.out_dims))
         self.reset_parameters()
 
+    def _fan_in(self) -> list[int]:
+        """Per tensor: the inputs of every map summed into its outputs."""
+        fan = [self.global_dim + (t.mult * self.c_in if len(t.axes) == 2 else 0) for t in self.space.tensors]
+        for dim, inc in zip(self.set_dims, self.set_incidences):
+            for i, _ in inc:
+                fan[i] += dim
+        return fan
+
     def reset_parameters(self) -> None:
-        for linear in (self.w_self, self.w_row, self.w_col, self.w_glob):
-            _init_linear(linear, linear.in_features, 4)
-        for linear in (self.b_row, self.b_glob):
-            _init_linear(linear, linear.in_features, 2)
+        fan = self._fan_in()
+        for i, linear in zip(self.self_index, self.self_maps):
+            _uniform_rows(linear.weight, None, [(self.out_dims[i], fan[i])])
+        for linear, inc in zip(self.set_maps, self.set_incidences):
+            _uniform_rows(linear.weight, None, [(self.out_dims[i], fan[i]) for i, _ in inc])
+        _uniform_rows(self.global_map.weight, self.global_map.bias, list(zip(self.out_dims, fan)))
+
+    def forward(self, features: Features) -> Features:
+        tensors = self.space.tensors
+        g = torch.cat([_pooled(x, len(t.axes)) for t, x in zip(tensors, features)], dim=-1)
+        out = list(self.global_map(g).split(self.out_dims, dim=-1))
+        # per tensor and permuted axis: the set term indexed by that axis
+        terms: dict[tuple[int, int], Tensor] = {}
+        for linear, inc in zip(self.set_maps, self.set_incidences):
+            parts = []
+            for i, a in inc:
+                x = features[i]
+                parts.append(x.mean(dim=2 - a) if len(tensors[i].axes) == 2 else x)
+            chunks = linear(torch.cat(parts, dim=-1)).split([self.out_dims[i] for i, _ in inc], dim=-1)
+            terms.update(zip(inc, chunks))
+        maps = dict(zip(self.self_index, self.self_maps))
+        for i, t in enumerate(tensors):
+            glob = out[i]
+            if len(t.axes) == 0:
+                continue
+            if len(t.axes) == 1:
+                out[i] = terms[(i, 0)] + glob[:, None]
+                continue
+            small = terms[(i, 0)] + glob[:, None]  # (B, n_O, C'): the row terms, added first
+            y = maps[i](features[i])
+            y.add_(small[:, :, None]).add_(terms[(i, 1)][:, None])
+            out[i] = y
+        return out
 
 
-class NPLinear(nn.Module):
-    r"""A linear layer on the weight space, equivariant to hidden-neuron permutations (NP).
+class NPLinear(EquivariantLinear):
+    r""":class:`EquivariantLinear` on the NP feature space of a weight space (every set exchangeable).
 
-    With :math:`\bar W_i[j] = \mathrm{mean}_k W_i[j, k]` (row means, indexed by level ``i+1``),
-    :math:`\underline W_i[k] = \mathrm{mean}_j W_i[j, k]` (column means, indexed by level ``i``),
-    full means :math:`\langle W_i \rangle, \langle b_i \rangle` and the invariant global vector
-    :math:`g = \Vert_s (\langle W_s \rangle, \langle b_s \rangle)`, layer ``i`` maps
+    On a chain with levels :math:`0 \dots L`, layer ``i`` weight :math:`W_i` and bias :math:`b_i`:
 
     .. math::
 
         W'_i[j, k] &= A_i W_i[j, k] + R_i\,\rho_i[j] + K_i\,\kappa_i[k] + G_i\,g + e_i, \\
-        b'_i[j]    &= S_i\,\rho_i[j] + H_i\,g + f_i,
+        b'_i[j] &= S_i\,\rho_i[j] + H_i\,g + f_i,
 
-    where the row features :math:`\rho_i[j] = (\bar W_i[j], b_i[j], \underline W_{i+1}[j])` are all
-    indexed by unit ``j`` of level ``i+1`` (the next layer's term only when ``i < L-1``), the column
-    features :math:`\kappa_i[k] = (\underline W_i[k], b_{i-1}[k], \bar W_{i-1}[k])` by unit ``k`` of
-    level ``i`` (the previous layer's terms only when ``i > 0``), and :math:`A, R, K, G, S, H`
-    (matrices over channels) and :math:`e, f` are learned per layer. Every term is indexed by the
-    units it is permuted with, and means are invariant, so permuting any hidden level permutes the
-    outputs in the same way. This is the NP layer of Zhou et al. (2023) restricted to its
-    permutation-tied terms: the extra freedom on the unpermuted input/output axes is not used.
-
-    Args:
-        weight_channels, bias_channels: input channels of each layer's weight and bias.
-        out_channels: output channels of every weight and bias.
+    with row features :math:`\rho_i[j] = (\bar W_i[j], b_i[j], \underline W_{i+1}[j])`, column
+    features :math:`\kappa_i[k] = (\underline W_i[k], b_{i-1}[k], \bar W_{i-1}[k])` (row means
+    :math:`\bar W`, column means :math:`\underline W`) and :math:`g` all tensors' full means:
+    the NP layer of Zhou et al. (2023). Norm parameters join their units' features.
     """
 
-    def __init__(self, weight_channels: list[int], bias_channels: list[int], out_channels: int) -> None:
-        super().__init__()
-        if len(weight_channels) != len(bias_channels) or not weight_channels:
-            raise ValueError("weight_channels and bias_channels need one entry per layer")
-        cw, cb, depth = weight_channels, bias_channels, len(weight_channels)
-        glob = sum(cw) + sum(cb)
-        self.maps = nn.ModuleList()
-        for i in range(depth):
-            row = cw[i] + cb[i] + (cw[i + 1] if i + 1 < depth else 0)
-            col = cw[i] + (cb[i - 1] + cw[i - 1] if i > 0 else 0)
-            self.maps.append(_LayerMaps(cw[i], row, col, glob, out_channels))
-        self.out_channels = out_channels
-
-    def reset_parameters(self) -> None:
-        for maps in self.maps:
-            maps.reset_parameters()
-
-    def forward(self, weights: list[Tensor], biases: list[Tensor]) -> WeightSpace:
-        depth = len(self.maps)
-        row_means = [w.mean(dim=2) for w in weights]  # (B, n_out, C)
-        col_means = [w.mean(dim=1) for w in weights]  # (B, n_in, C)
-        g = torch.cat([w.mean(dim=(1, 2)) for w in weights] + [b.mean(dim=1) for b in biases], dim=-1)
-        new_w, new_b = [], []
-        for i, (maps, w, b) in enumerate(zip(self.maps, weights, biases)):
-            row = [row_means[i], b] + ([col_means[i + 1]] if i + 1 < depth else [])
-            col = [col_means[i]] + ([biases[i - 1], row_means[i - 1]] if i > 0 else [])
-            rho, kappa = torch.cat(row, dim=-1), torch.cat(col, dim=-1)
-            # the small row/column/global terms are combined first, then added in place to the big one
-            row_term = maps.w_row(rho) + maps.w_glob(g)[:, None]
-            out = maps.w_self(w)
-            out.add_(row_term[:, :, None]).add_(maps.w_col(kappa)[:, None])
-            new_w.append(out)
-            new_b.append(maps.b_row(rho) + maps.b_glob(g)[:, None])
-        return new_w, new_b
+    def __init__(self, space: WeightSpace, in_channels: int, out_channels: int, rescale: bool = False) -> None:
+        super().__init__(FeatureSpace.np(space, rescale), in_channels, out_channels)
 
 
-class NPPool(nn.Module):
-    r"""Invariant readout: each tensor averaged over its hidden-unit axes, input/output axes kept.
+class HNPLinear(EquivariantLinear):
+    r""":class:`EquivariantLinear` on the HNP feature space (only hidden sets exchangeable).
+
+    The input axis of a first layer and the output axis of the last are folded into channels: the
+    first weight :math:`W_0[j, :]` is a feature vector of hidden unit ``j``, the last weight
+    :math:`W_{L-1}[:, k]` one of hidden unit ``k``, the output bias a global vector. So
 
     .. math::
 
-        \mathrm{pool}(W, b) = \Vert_i\ \mathrm{mean}_{\text{hidden axes}} W_i
-            \ \Vert_i\ \mathrm{mean}_{\text{hidden axes}} b_i,
+        W'_0[j, :] &= R_0\,\rho[j] + G_0\,g + e_0, \qquad
+        W'_{L-1}[:, k] = R_{L-1}\,\kappa[k] + G_{L-1}\,g + e_{L-1}, \qquad
+        b'_{L-1} = G\,g + e,
 
-    flattened and concatenated: ``W_0`` keeps its input axis, ``W_{L-1}`` and ``b_{L-1}`` keep the
-    output axis, the others shrink to their channels. No parameters.
+    where :math:`\rho[j]` gathers everything indexed by hidden unit ``j`` of level 1 (the row
+    :math:`W_0[j, :]`, :math:`b_0[j]`, the column mean of :math:`W_1`), :math:`\kappa[k]` likewise
+    for level :math:`L-1`, and :math:`g` every tensor's mean over its hidden axes (so the input-
+    and output-indexed means :math:`\mathrm{mean}_j W_0[j, :]`, :math:`\mathrm{mean}_k W_{L-1}[:, k]`
+    and :math:`b_{L-1}` keep their index). Middle layers are as in :class:`NPLinear`. This is
+    ``HNPLinear`` of Zhou et al. (2023); it also reads the bias of level :math:`L-1` into
+    :math:`\kappa`, and on a ResNet the input set is the image channels, the output set the classes.
     """
 
-    def __init__(self, n_in: int, n_out: int, depth: int, channels: int) -> None:
+    def __init__(self, space: WeightSpace, in_channels: int, out_channels: int, rescale: bool = False) -> None:
+        super().__init__(FeatureSpace.hnp(space, rescale), in_channels, out_channels)
+
+
+class ChannelNorm(nn.Module):
+    r"""LayerNorm of each tensor's channels at every position of its permuted axes.
+
+    .. math::
+
+        X'[p] = \gamma_t \odot \frac{X[p] - \mu(X[p])}{\sigma(X[p])} + \beta_t,
+
+    with mean and deviation over the ``mult · C`` channels of position ``p`` (folded input/output
+    axes and kernel entries included) and :math:`\gamma_t, \beta_t` learned per tensor. It acts
+    on each position alike, so it commutes with every permutation of the permuted axes; it keeps
+    activations at unit scale however large the maps' updates are (the authors' ``lnorm`` option of
+    their invariant NFN, off in their accuracy configs; here it is what makes ``nfn`` strongest).
+    """
+
+    def __init__(self, space: FeatureSpace, channels: int) -> None:
         super().__init__()
-        self.depth = depth
-        if depth == 1:  # no hidden level: nothing to pool
-            units = n_in * n_out + n_out
-        else:  # W_0 keeps n_in, W_{L-1} and b_{L-1} keep n_out, the rest are pooled to C
-            units = n_in + 2 * n_out + (depth - 2) + (depth - 1)
-        self.out_features = channels * units
+        self.norms = nn.ModuleList(nn.LayerNorm(t.mult * channels) for t in space.tensors)
+
+    def reset_parameters(self) -> None:
+        for norm in self.norms:
+            norm.reset_parameters()
+
+    def forward(self, features: Features) -> Features:
+        return [norm(x) for norm, x in zip(self.norms, features)]
+
+
+class InvariantPool(nn.Module):
+    r"""Invariant readout: each tensor averaged over its permuted axes, except those on ``keep``
+    sets, which are flattened into features with the channels.
+
+    .. math::
+
+        \mathrm{pool}(X_1, \dots, X_T) = \Vert_t\ \mathrm{vec}\,\mathrm{mean}_{\text{permuted axes not kept}}\ X_t.
+
+    No parameters.
+    """
+
+    def __init__(self, space: FeatureSpace, channels: int, keep: Iterable[str] = ()) -> None:
+        super().__init__()
+        keep = set(keep)
+        self.space = space
+        self.keep = [tuple(s in keep for s in t.axes) for t in space.tensors]
+        self.out_features = channels * sum(
+            t.mult * math.prod(n for n, k in zip(t.sizes, kept) if k) for t, kept in zip(space.tensors, self.keep)
+        )
 
     def reset_parameters(self) -> None:
         """Nothing to reset (no parameters)."""
 
-    def forward(self, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
-        last = self.depth - 1
-        parts = []
-        for i, w in enumerate(weights):
-            hidden = [axis for axis, free in ((1, i < last), (2, i > 0)) if free]
-            parts.append(w.mean(dim=hidden) if hidden else w)
-        for i, b in enumerate(biases):
-            parts.append(b if i == last else b.mean(dim=1))
-        return torch.cat([p.flatten(1) for p in parts], dim=1)
+    def forward(self, features: Features) -> Tensor:
+        return torch.cat([_pooled(x, len(t.axes), kept)
+                          for t, x, kept in zip(self.space.tensors, features, self.keep)], dim=1)
+
+
+class NPPool(InvariantPool):
+    r"""NP pooling: every tensor averaged over all its permuted axes (``NPPool`` of Zhou et al.):
+    :math:`\Vert_t\ \mathrm{mean}\,X_t`. On an NP feature space it is invariant to input and
+    output permutations too. No parameters."""
+
+    def __init__(self, space: FeatureSpace, channels: int) -> None:
+        super().__init__(space, channels)
+
+
+class HNPPool(InvariantPool):
+    r"""HNP pooling: every tensor averaged over its *hidden* axes only; input and output axes keep
+    their index (``HNPPool`` of Zhou et al.): :math:`\mathrm{mean}_j W_0[j, :]`,
+    :math:`\mathrm{mean}_k W_{L-1}[:, k]` and :math:`b_{L-1}` stay vectors. No parameters."""
+
+    def __init__(self, space: FeatureSpace, channels: int) -> None:
+        super().__init__(space, channels, keep=(INPUT, OUTPUT))
+
+
+# -- the model ----------------------------------------------------------------------------------
 
 
 class NFN(nn.Module):
-    r"""NFN-NP: ``flat (B, P)`` → weight space → ``[NPLinear → ReLU] × layers`` → :class:`NPPool` → MLP → ``(B,)``.
+    r"""An invariant NFN: ``flat (B, P)`` -> features -> ``[layer -> ReLU] × len(channels)`` -> pool -> MLP -> ``(B,)``.
 
-    Invariant to hidden-unit permutations of the MLP/CNN it reads (exactly, up to float rounding).
+    The defaults are the authors' best invariant model for predicting accuracy (``hnp_inv`` with
+    the ``mlp`` head of their ``predict_gen`` configs): HNP layers with 16, 16, 5 channels, no
+    normalisation, raw weights in, HNP pooling, two hidden layers of 1,000; their sigmoid output is
+    the metanet option ``sigmoid`` (on by default for the registered NFNs, see below).
 
     Args:
-        layout, arch: the zoo's parameter layout and architecture (``mlp`` or ``cnn`` family).
-        hidden: channels of the NP layers.
-        layers: number of NP layers.
+        layout, arch: the zoo's parameter layout and architecture (any family and variant).
+        mode: ``hnp`` (only hidden units exchangeable) or ``np`` (inputs and outputs too).
+        channels: channels of each equivariant layer.
+        pool: ``hnp`` (keep input and output indices) or ``np`` (average them too); default: ``mode``.
         head_hidden: width of the two hidden layers of the readout MLP.
-        rescale: multiply each layer's weights and bias by ``sqrt(fan_in)`` (see :func:`unflatten_chain`).
+        head_norm: a LayerNorm before each ReLU of the readout MLP (``lnorm`` of the authors' head).
+        norm: a :class:`ChannelNorm` after each equivariant layer, before its ReLU.
+        rescale: multiply each weight and its bias by ``sqrt(fan_in)`` (see :meth:`FeatureSpace.of`);
+            off by default (one seed of three fell into the sigmoid's flat tail with it on the
+            digits zoo); it has no effect when the trainer standardises each tensor anyway.
+        max_width: the most values a tensor position may carry (folded axes × kernel entries ×
+            channels). The dense maps grow with its square, and HNP folds the input units into
+            it: on a 784-pixel MLP, 784 × 16 channels would need about 450M parameters, so such a
+            network is refused with a pointer to NP rather than built.
     """
 
     def __init__(
         self,
         layout: ParamLayout,
         arch: ArchSpec,
-        hidden: int = 16,
-        layers: int = 3,
-        head_hidden: int = 64,
-        rescale: bool = True,
+        mode: str = "hnp",
+        channels: Sequence[int] = (16, 16, 5),
+        pool: str | None = None,
+        head_hidden: int = 1000,
+        head_norm: bool = False,
+        norm: bool = False,
+        rescale: bool = False,
+        max_width: int = 4096,
     ) -> None:
         super().__init__()
-        self.rescale = rescale
-        if layers < 1:
-            raise ValueError("nfn needs at least one NP layer")
-        self.chain = chain_layers(layout, arch)
+        pool = mode if pool is None else pool
+        for label, value, valid in (("mode", mode, MODES), ("pool", pool, MODES)):
+            if value not in valid:
+                raise ValueError(f"nfn {label} must be one of {', '.join(valid)}, got {value!r}")
+        if not channels or min(channels) < 1:
+            raise ValueError("nfn needs at least one equivariant layer with at least one channel")
+        space = weight_space(layout, arch)
         self.size = layout.size
-        depth = len(self.chain)
-        cw = [layer.weight_channels for layer in self.chain]
-        cb = [layer.bias_channels for layer in self.chain]
-        self.np_layers = nn.ModuleList(
-            NPLinear(cw if i == 0 else [hidden] * depth, cb if i == 0 else [hidden] * depth, hidden)
-            for i in range(layers)
-        )
-        self.pool = NPPool(self.chain[0].n_in, self.chain[-1].n_out, depth, hidden)
+        self.features = FeatureSpace.np(space, rescale) if mode == "np" else FeatureSpace.hnp(space, rescale)
+        widest = max(self.features.tensors, key=lambda t: t.mult)
+        if widest.mult * max(channels) > max_width:
+            raise SpecError(
+                f"nfn ({mode.upper()}): tensor '{widest.name}' carries {widest.mult} values per unit "
+                f"(unpermuted axes folded into channels), {widest.mult * max(channels)} features with "
+                f"{max(channels)} channels, over max_width={max_width}; use the NP form (nfn_np) or fewer channels")
+        widths = [1, *channels]
+        self.layers = nn.ModuleList(EquivariantLinear(self.features, c_in, c_out)
+                                    for c_in, c_out in pairwise(widths))
+        self.norms = nn.ModuleList(ChannelNorm(self.features, c) for c in channels) if norm else None
+        self.pool = (NPPool if pool == "np" else HNPPool)(self.features, widths[-1])
+        norm = (lambda: [nn.LayerNorm(head_hidden)]) if head_norm else list
         self.head = nn.Sequential(
-            nn.Linear(self.pool.out_features, head_hidden), nn.ReLU(),
-            nn.Linear(head_hidden, head_hidden), nn.ReLU(),
+            nn.Linear(self.pool.out_features, head_hidden), *norm(), nn.ReLU(),
+            nn.Linear(head_hidden, head_hidden), *norm(), nn.ReLU(),
             nn.Linear(head_hidden, 1),
         )
 
     def reset_parameters(self) -> None:
-        for layer in self.np_layers:
+        for layer in self.layers:
             layer.reset_parameters()
+        for norm in self.norms or ():
+            norm.reset_parameters()
         for module in self.head:
-            if isinstance(module, nn.Linear):
+            if isinstance(module, (nn.Linear, nn.LayerNorm)):
                 module.reset_parameters()
 
     def forward(self, flat: Tensor) -> Tensor:
         if flat.ndim != 2 or flat.shape[1] != self.size:
             raise ValueError(f"nfn expects flat weights of shape (B, {self.size}), got {tuple(flat.shape)}")
-        weights, biases = unflatten_chain(flat, self.chain, rescale=self.rescale)
-        for i, layer in enumerate(self.np_layers):
-            if i > 0:
-                weights, biases = [torch.relu(w) for w in weights], [torch.relu(b) for b in biases]
-            weights, biases = layer(weights, biases)
-        weights, biases = [torch.relu(w) for w in weights], [torch.relu(b) for b in biases]
-        return self.head(self.pool(weights, biases)).squeeze(-1)
+        features = self.features.read(flat)
+        for i, layer in enumerate(self.layers):
+            features = layer(features)
+            if self.norms is not None:
+                features = self.norms[i](features)
+            features = [torch.relu(x) for x in features]
+        return self.head(self.pool(features)).squeeze(-1)
 
 
-register_metanet("nfn", "flat", invariant=True)(lambda c: NFN(c.layout, c.arch))
+def _builder(**options):
+    def build(context: MetanetContext) -> NFN:
+        return NFN(context.layout, context.arch, **options)
+    return build
+
+
+# ``nfn``: the strongest form measured (1,000-model digits-MLP zoo, 20 epochs at lr 1e-3, 3 seeds:
+# Kendall tau 0.76 against 0.72 for ``nfn_hnp`` and 0.62 for ``nfn_np``): HNP with a ChannelNorm
+# after each layer. ``nfn_hnp``: the authors' model as published. ``nfn_np``: the NP form. All with
+# the authors' sigmoid output (without it, HNP + ChannelNorm: tau 0.58) and raw weights in (the
+# per-tensor standardisation of ``normalize`` measured 0.74 against 0.76).
+for _name, _options in (("nfn", {"mode": "hnp", "norm": True}), ("nfn_hnp", {"mode": "hnp"}),
+                        ("nfn_np", {"mode": "np", "norm": True})):
+    register_metanet(_name, "flat", invariant=True, normalize=False, sigmoid=True)(_builder(**_options))

@@ -36,9 +36,12 @@ TARGETS = ("test_acc", "train_acc", "lr", "weight_decay", "label_smoothing", "ep
 class MetanetConfig:
     """One cell's protocol. ``normalize``: standardise the inputs with train-split statistics (per
     feature for ``statistics``, per weight tensor otherwise; default: the metanet's own protocol,
-    on for StatNN, GMN and NFN, off for the paper's other baselines). ``sigmoid``: bound the
-    prediction to (0, 1), the NFN authors' head for accuracy targets. ``augment``: apply a random
-    hidden-unit permutation to each network of each training batch (meant for standard zoos)."""
+    on for StatNN and GMN, off for NFN and the paper's other baselines). ``sigmoid``: bound the
+    prediction to (0, 1), the NFN authors' head for accuracy targets (default: on for NFN only).
+    ``augment``: apply a random hidden-unit permutation to each network of each training batch
+    (meant for standard zoos). ``warmup_steps``: raise the learning rate linearly over the first
+    steps (the NFN authors' trainer does; at lr ≥ 5e-3 NFN's first Adam steps otherwise saturate
+    its sigmoid for good)."""
 
     model: str
     target: str = "test_acc"
@@ -49,13 +52,15 @@ class MetanetConfig:
     seeds: int = 5
     include_diverged: bool = False
     normalize: bool | None = None
-    sigmoid: bool = False
+    sigmoid: bool | None = None
     augment: bool = False
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         entry = get_metanet(self.model)
-        if self.normalize is None:  # the metanet's own protocol (see register_metanet)
-            object.__setattr__(self, "normalize", entry.normalize)
+        for option in ("normalize", "sigmoid"):  # unset: the metanet's own protocol (see register_metanet)
+            if getattr(self, option) is None:
+                object.__setattr__(self, option, getattr(entry, option))
         if self.augment and entry.view not in AUGMENTABLE_VIEWS:
             raise SpecError(f"augment: {self.model} reads per-tensor statistics, which permutations do not change; "
                             f"expected a metanet reading weights ({', '.join(AUGMENTABLE_VIEWS)} view)")
@@ -63,6 +68,8 @@ class MetanetConfig:
             raise SpecError(f"unknown target '{self.target}'; expected one of {', '.join(TARGETS)}")
         if self.epochs <= 0 or self.seeds <= 0 or self.batch_size <= 0 or not self.lrs:
             raise SpecError("epochs, seeds, batch_size must be positive and lrs non-empty")
+        if self.warmup_steps < 0:
+            raise SpecError(f"warmup_steps {self.warmup_steps}: expected a number of steps >= 0")
         if not all(math.isfinite(lr) and lr > 0 for lr in self.lrs):
             raise SpecError(f"lrs {list(self.lrs)}: expected learning rates > 0 (e.g. 1e-3)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -190,6 +197,8 @@ def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> 
     torch.manual_seed(seed)
     model = features.build(config.sigmoid)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    warmup = max(config.warmup_steps, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     n = len(features.targets["train"])
     generator = torch.Generator().manual_seed(seed)
     permuting = torch.Generator().manual_seed(seed) if config.augment else None
@@ -206,6 +215,7 @@ def _fit(features: ZooFeatures, config: MetanetConfig, lr: float, seed: int) -> 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
         _, val = evaluate(model, features, "validation")
         if not np.isfinite(val["r2"]):
             val["r2"] = -math.inf

@@ -289,7 +289,8 @@ def test_bench_zoo_names_stay_inside_out(tmp_path, capsys, name):
 def test_leaderboard_html_escapes_user_text(tmp_path, capsys, zoo4, monkeypatch):
     import benchmarks.leaderboard as leaderboard
 
-    def fake_cell(zoo: str, zoo_dir: str, setting: object, target: str, quiet: bool = False) -> dict[str, object]:
+    def fake_cell(zoo: str, zoo_dir: str, setting: object, target: str, augment: bool = False,
+                  quiet: bool = False) -> dict[str, object]:
         stats = {"mean": 0.5, "std": 0.1}
         return {"zoo": zoo, "metanet": "mlp", "zoo_dir": zoo_dir, "test_r2": stats, "test_kendall_tau": stats,
                 "val_r2": stats, "val_kendall_tau": stats, "lr": 1e-3, "seeds": 1, "seconds": 1.0,

@@ -75,7 +75,8 @@ def test_gmn_and_statnn_normalise_by_default_and_the_paper_baselines_do_not(digi
 
 
 def test_sigmoid_head_bounds_predictions_and_augmentation_trains(digits_zoo):
-    run = train_metanet(digits_zoo, MetanetConfig("mlp", epochs=2, lrs=(1e-3,), seeds=1, sigmoid=True, augment=True),
+    run = train_metanet(digits_zoo, MetanetConfig("mlp", epochs=2, lrs=(1e-3,), seeds=1, sigmoid=True, augment=True,
+                                                  warmup_steps=3),
                         quiet=True)
     model = run.features.build(sigmoid=True)
     model.load_state_dict(run.best_state)

@@ -3,8 +3,9 @@
 Neurons and channels are nodes, weights are edges: ``W[i, j, ...]`` of a Linear or Conv2d layer
 becomes an edge from input unit ``j`` to output unit ``i`` whose feature vector is the kernel
 ``W[i, j]`` (a Linear weight is a 1×1 kernel). Per-unit 1-D tensors (biases, norm parameters,
-running statistics) become node features. The graph is derived from the network's
-:class:`~zoo.symmetry.PermutationSpec` rather than from module types, so it is generic and
+running statistics) become node features. The graph is built from the network's
+:class:`~zoo.weightspace.WeightSpace` (derived from its permutation spec, not from module
+types), so it is generic and
 exactly as symmetric as the network: every permutation is one set of nodes, so units that share
 a permutation across layers (a ResNet's residual stream) are the same nodes, and the identity
 shortcut needs no edges. Permuting hidden units therefore permutes nodes and nothing else, which
@@ -22,14 +23,11 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
-from zoo.layout import ParamLayout, TensorSlot
+from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
-from zoo.symmetry import PermutationSpec, permutation_spec
+from zoo.weightspace import INPUT, OUTPUT, WeightSpace, WeightTensor, weight_space
 
-__all__ = ["GraphTemplate", "graph_template", "to_graphs", "INPUT", "OUTPUT"]
-
-INPUT = "<input>"
-OUTPUT = "<output>"
+__all__ = ["GraphTemplate", "graph_template", "graph_template_of", "to_graphs", "INPUT", "OUTPUT"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,16 +84,19 @@ class GraphTemplate:
 def graph_template(layout: ParamLayout, arch: ArchSpec) -> GraphTemplate:
     """The graph template of ``arch`` for flat vectors of ``layout``.
 
-    The spec comes from the standard network of ``arch``: W-Asym and σ-Asym variants have the
-    same tensor names, and their fixed entries are weights like any other (FiGLU matrices, absent
-    from the spec, are ignored). Offsets come from ``layout``, which may hold extra tensors.
+    The structure is the :func:`~zoo.weightspace.weight_space` of ``arch``: the standard
+    network's spec (W-Asym and σ-Asym variants have the same tensor names, and their fixed entries
+    are weights like any other; FiGLU matrices are ignored), placed by ``layout``.
     """
-    spec = permutation_spec(arch.with_variant("standard").build())
-    sizes = _node_set_sizes(spec, layout)
-    starts = _starts(sizes)
-    edge_tensors = tuple(k for k, axes in spec.axes.items() if len(axes) >= 2)
-    kernel = _max_kernel(layout, edge_tensors)
-    edges = [_weight_edges(layout[k], spec.axes[k], starts, kernel) for k in edge_tensors]
+    return graph_template_of(weight_space(layout, arch))
+
+
+def graph_template_of(space: WeightSpace) -> GraphTemplate:
+    """The graph template of a weight space: one node per unit of each set (in set order), one
+    edge per connection of each weight tensor, the set's 1-D tensors as node features."""
+    starts = _starts(space.sizes)
+    kernel = space.max_kernel
+    edges = [_weight_edges(w, starts, kernel) for w in space.weights]
     edge_index = torch.cat([e[0] for e in edges], dim=1) if edges else torch.zeros(2, 0, dtype=torch.long)
     edge_gather = torch.cat([e[1] for e in edges]) if edges else torch.zeros(0, kernel[0] * kernel[1], dtype=torch.long)
     edge_kind = torch.cat([torch.full((e[0].shape[1],), i, dtype=torch.long) for i, e in enumerate(edges)]) \
@@ -104,10 +105,10 @@ def graph_template(layout: ParamLayout, arch: ArchSpec) -> GraphTemplate:
         edge_index=edge_index,
         edge_gather=edge_gather,
         edge_kind=edge_kind,
-        node_gather=_node_gather(layout, spec, sizes, starts),
-        node_kind=_node_kinds(sizes),
-        node_sets=tuple(sizes),
-        edge_tensors=edge_tensors,
+        node_gather=_node_gather(space, starts),
+        node_kind=_node_kinds(space),
+        node_sets=tuple(space.sizes),
+        edge_tensors=tuple(w.name for w in space.weights),
     )
 
 
@@ -147,27 +148,6 @@ def _gather(weights: Tensor, index: Tensor) -> Tensor:
     return padded[:, flat.reshape(-1)].reshape(weights.shape[0], *index.shape)
 
 
-def _node_set_sizes(spec: PermutationSpec, layout: ParamLayout) -> dict[str, int]:
-    """Node sets in node order: the network's inputs, every permutation, then its outputs.
-
-    Input and output sizes are read off the weights whose input (output) axis no permutation
-    acts on; a spec listing such a tensor with inconsistent sizes is rejected.
-    """
-    ends = {INPUT: set(), OUTPUT: set()}
-    for key, axes in spec.axes.items():
-        if len(axes) >= 2:
-            shape = layout[key].shape
-            if axes[1] is None:
-                ends[INPUT].add(shape[1])
-            if axes[0] is None:
-                ends[OUTPUT].add(shape[0])
-    for side, found in ends.items():
-        if len(found) > 1:
-            raise ValueError(f"weights disagree on the number of {side} units: {sorted(found)}")
-    return {INPUT: ends[INPUT].pop() if ends[INPUT] else 0, **spec.sizes,
-            OUTPUT: ends[OUTPUT].pop() if ends[OUTPUT] else 0}
-
-
 def _starts(sizes: dict[str, int]) -> dict[str, int]:
     starts, offset = {}, 0
     for name, size in sizes.items():
@@ -175,66 +155,38 @@ def _starts(sizes: dict[str, int]) -> dict[str, int]:
     return starts
 
 
-def _set_of(perm: str | None, axis: int) -> str:
-    """Node set of a weight axis: ``None`` on the output (0) axis means the network's outputs,
-    on the input (1) axis its inputs."""
-    if perm is not None:
-        return perm
-    return OUTPUT if axis == 0 else INPUT
-
-
-def _max_kernel(layout: ParamLayout, keys: tuple[str, ...]) -> tuple[int, int]:
-    """Largest ``(kh, kw)`` over the weights (``(1, 1)`` for Linear-only networks)."""
-    spatial = [_spatial(layout[k].shape) for k in keys]
-    return max((s[0] for s in spatial), default=1), max((s[1] for s in spatial), default=1)
-
-
-def _spatial(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) == 2:
-        return 1, 1
-    if len(shape) == 4:
-        return shape[2], shape[3]
-    raise ValueError(f"weights must be 2-D or 4-D, got shape {shape}")
-
-
-def _weight_edges(slot: TensorSlot, axes: tuple[str | None, ...], starts: dict[str, int],
-                  kernel: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def _weight_edges(weight: WeightTensor, starts: dict[str, int], kernel: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Edges of one weight tensor: ``(2, out·in)`` index and ``(out·in, K)`` gather indices."""
-    c_out, c_in = slot.shape[:2]
-    kh, kw = _spatial(slot.shape)
-    dst = starts[_set_of(axes[0], 0)] + torch.arange(c_out).repeat_interleave(c_in)
-    src = starts[_set_of(axes[1], 1)] + torch.arange(c_in).repeat(c_out)
-    entries = slot.offset + torch.arange(slot.numel).reshape(c_out * c_in, kh, kw)
+    c_out, c_in = weight.n_out, weight.n_in
+    kh, kw = weight.kernel
+    dst = starts[weight.out_set] + torch.arange(c_out).repeat_interleave(c_in)
+    src = starts[weight.in_set] + torch.arange(c_in).repeat(c_out)
+    entries = weight.offset + torch.arange(weight.numel).reshape(c_out * c_in, kh, kw)
     gather = torch.full((c_out * c_in, *kernel), -1, dtype=torch.long)
     top, left = (kernel[0] - kh) // 2, (kernel[1] - kw) // 2
     gather[:, top : top + kh, left : left + kw] = entries
     return torch.stack([src, dst]), gather.reshape(c_out * c_in, -1)
 
 
-def _node_gather(layout: ParamLayout, spec: PermutationSpec, sizes: dict[str, int],
-                 starts: dict[str, int]) -> Tensor:
+def _node_gather(space: WeightSpace, starts: dict[str, int]) -> Tensor:
     """``(N, F)`` gather indices: the ``c``-th 1-D tensor of a node set fills its column ``c``."""
-    columns: dict[str, list[str]] = {name: [] for name in sizes}
-    for key, axes in spec.axes.items():
-        if len(axes) == 1:
-            columns[_set_of(axes[0], 0)].append(key)
+    columns = {s.name: space.units_of(s.name) for s in space.sets}
     width = max((len(c) for c in columns.values()), default=0)
-    gather = torch.full((sum(sizes.values()), width), -1, dtype=torch.long)
-    for name, keys in columns.items():
-        for c, key in enumerate(keys):
-            slot = layout[key]
-            gather[starts[name] : starts[name] + slot.numel, c] = slot.offset + torch.arange(slot.numel)
+    gather = torch.full((sum(space.sizes.values()), width), -1, dtype=torch.long)
+    for name, units in columns.items():
+        for c, unit in enumerate(units):
+            gather[starts[name] : starts[name] + unit.size, c] = unit.offset + torch.arange(unit.size)
     return gather
 
 
-def _node_kinds(sizes: dict[str, int]) -> Tensor:
+def _node_kinds(space: WeightSpace) -> Tensor:
     """Hidden units of one permutation share a kind; each input and output unit has its own."""
     kinds, nxt = [], 0
-    for name, size in sizes.items():
-        if name in (INPUT, OUTPUT):
-            kinds.append(nxt + torch.arange(size))
-            nxt += size
+    for s in space.sets:
+        if not s.permuted:
+            kinds.append(nxt + torch.arange(s.size))
+            nxt += s.size
         else:
-            kinds.append(torch.full((size,), nxt, dtype=torch.long))
+            kinds.append(torch.full((s.size,), nxt, dtype=torch.long))
             nxt += 1
     return torch.cat(kinds) if kinds else torch.zeros(0, dtype=torch.long)
