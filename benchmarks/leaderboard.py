@@ -193,7 +193,8 @@ def run_cell(zoo: str, zoo_dir: str, setting: MetanetSetting, target: str, augme
         "zoo": zoo, "metanet": setting.model, "zoo_dir": zoo_dir,
         **{f"{split}_{metric}": summary([s[split][metric] for s in seeds])
            for split in ("val", "test") for metric in ("r2", "kendall_tau")},
-        "lr": result["lr"], "seeds": len(seeds), "excluded_diverged": result["excluded_diverged"],
+        "lr": result["lr"], "seeds": len(seeds), "models": result["models"],
+        "excluded_diverged": result["excluded_diverged"],
         "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **environment(),
     }
 
@@ -202,21 +203,51 @@ def _cell_file(out: Path, zoo: str, metanet: str) -> Path:
     return out / "cells" / f"{zoo}__{metanet}.json"
 
 
+def _stat(cell: dict[str, Any], key: str) -> str:
+    """``mean ± std`` over seeds; the mean alone for one seed (a std of one value says nothing)."""
+    stat = cell[key]
+    return f"{stat['mean']:.3f}" if cell["seeds"] == 1 else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "— (invariant)"  # an augmented column skips permutation-invariant metanets
+    return f"{_stat(cell, 'test_r2')} / {_stat(cell, 'test_kendall_tau')}"
+
+
 def markdown_table(config: BenchConfig, cells: list[dict[str, Any]]) -> str:
     by = {(c["zoo"], c["metanet"]): c for c in cells}
     zoos = [z.name for z in config.zoos]
     lines = [f"| metanet | {' | '.join(zoos)} |", f"|---|{'---|' * len(zoos)}"]
     for m in config.metanets:
-        row = []
-        for z in zoos:
-            c = by.get((z, m.model))
-            row.append("— (invariant)" if c is None else f"{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f} / "
-                       f"{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}")
-        lines.append(f"| {m.model} | {' | '.join(row)} |")
+        lines.append(f"| {m.model} | {' | '.join(_cell_text(by.get((z, m.model))) for z in zoos)} |")
     return "\n".join(lines)
 
 
+def _details_table(cells: list[dict[str, Any]]) -> str:
+    """Per cell: how it was trained (seeds, models per split, chosen learning rate) and how long."""
+    lines = ["| zoo | metanet | seeds | models (train / val / test) | lr | seconds |", "|---|---|--:|---|--:|--:|"]
+    for c in cells:
+        models = c.get("models")  # absent from cells written before it was recorded
+        split = " / ".join(str(models[s]) for s in ("train", "validation", "test")) if models else "—"
+        lines.append(f"| {c['zoo']} | {c['metanet']} | {c['seeds']} | {split} | {c['lr']:g} | {c['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _software(cells: list[dict[str, Any]]) -> str:
+    """The software and devices the cells ran on, each distinct value once."""
+    parts = []
+    for key in ("symzoo", "torch", "python", "device"):
+        values = sorted({str(c.get(key)) for c in cells if c.get(key) is not None})
+        if values:
+            parts.append(f"{key} {', '.join(values)}")
+    return "; ".join(parts)
+
+
 def _bar_chart(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> bytes:
+    """Grouped bars, one group per metanet and one bar per zoo. R² below -1 (a metanet worse than
+    predicting the mean) is drawn at the axis floor with its value written on it, so that one
+    outlier does not squeeze the range where the metanets differ."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,19 +255,28 @@ def _bar_chart(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> 
 
     by = {(c["zoo"], c["metanet"]): c for c in cells}
     models, zoos = [m.model for m in config.metanets], [z.name for z in config.zoos]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    floor = {"test_r2": -1.0, "test_kendall_tau": -1.0}
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.3 * len(models) + 2.5), 8.0))  # R² above τ
     width = 0.8 / len(zoos)
     for ax, key, label in zip(axes, ("test_r2", "test_kendall_tau"), ("test R²", "test Kendall τ")):
         for j, z in enumerate(zoos):
             x = np.arange(len(models)) + j * width
             cell = [by.get((z, m)) for m in models]  # None: an augmented column skips invariant metanets
-            ax.bar(x, [c[key]["mean"] if c else np.nan for c in cell], width,
-                   yerr=[c[key]["std"] if c else np.nan for c in cell], label=z, capsize=2)
+            means = np.array([c[key]["mean"] if c else np.nan for c in cell])
+            stds = np.array([c[key]["std"] if c and c["seeds"] > 1 else 0.0 for c in cell])
+            low = means < floor[key]
+            ax.bar(x, np.where(low, floor[key], means), width, yerr=np.where(low, 0.0, stds), label=z, capsize=2)
+            for xi, value in zip(x[low], means[low]):
+                ax.annotate(f"{value:.1f}", (xi, floor[key]), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(np.arange(len(models)) + width * (len(zoos) - 1) / 2, models)
-        ax.set_ylabel(label)
+        ax.set_ylabel(f"{label} (mean ± std over seeds)")
+        ax.set_ylim(bottom=max(floor[key], min(0.0, ax.get_ylim()[0])))
         ax.axhline(0, color="grey", linewidth=0.8)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{config.name}: predicting {config.target} from weights")
+    axes[1].set_xlabel("metanet")
+    axes[0].legend(fontsize=8, title="zoo", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"{config.name}: predicting {config.target} from weights\n(bars below -1 end at the floor, "
+                 "with their value written on them)", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
@@ -259,18 +299,19 @@ def _write_outputs(config: BenchConfig, cells: list[dict[str, Any]], out: Path) 
     atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
     table = markdown_table(config, cells)
     atomic_write_text(out / "leaderboard.md", f"# {config.name}\n\nTest R² / Kendall τ (mean ± std over seeds) "
-                                              f"predicting `{config.target}`.\n\n{table}\n")
+                                              f"predicting `{config.target}`.\n\n{table}\n\n"
+                                              f"{_details_table(cells)}\n\nSoftware: {_software(cells)}.\n")
     png = _bar_chart(config, cells, out / "leaderboard.png")
     e = lambda value: html.escape(str(value))  # noqa: E731  every text from a config or a cell file
     rows = "".join(f"<tr><td>{e(c['zoo'])}</td><td>{e(c['metanet'])}</td>"
-                   f"<td>{c['test_r2']['mean']:.3f} ± {c['test_r2']['std']:.3f}</td>"
-                   f"<td>{c['test_kendall_tau']['mean']:.3f} ± {c['test_kendall_tau']['std']:.3f}</td><td>{e(c['seconds'])}</td>"
+                   f"<td>{_stat(c, 'test_r2')}</td><td>{_stat(c, 'test_kendall_tau')}</td><td>{e(c['seeds'])}</td>"
+                   f"<td>{e(format(c['lr'], 'g'))}</td><td>{e(c['seconds'])}</td>"
                    f"<td>{e(c['device'])}</td></tr>" for c in cells)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(config.name)}</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px 8px;text-align:right}</style></head><body>"
             f"<h1>{e(config.name)}</h1><p>Predicting <code>{e(config.target)}</code> from weights; mean ± std over seeds.</p>"
-            "<table><tr><th>zoo</th><th>metanet</th><th>test R²</th><th>test Kendall τ</th><th>seconds</th><th>device</th></tr>"
-            f"{rows}</table><p><img alt='leaderboard' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
+            "<table><tr><th>zoo</th><th>metanet</th><th>test R²</th><th>test Kendall τ</th><th>seeds</th><th>lr</th>"
+            f"<th>seconds</th><th>device</th></tr>{rows}</table><p>Software: {e(_software(cells))}.</p><p><img alt='leaderboard' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
             "</body></html>")
     atomic_write_text(out / "leaderboard.html", page)

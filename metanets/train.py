@@ -273,6 +273,7 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
         "test": {"r2": mean("test", "r2"), "kendall_tau": mean("test", "kendall_tau")},
         "per_seed": [{"seed": i, "epoch": r["epoch"], "val": r["val"], "test": r["test"]} for i, r in enumerate(per_seed)],
         "excluded_diverged": features.excluded,
+        "models": counts,
         "config": asdict(config),
     }
     return MetanetRun(summary, best["state"], features)

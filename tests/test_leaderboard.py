@@ -30,7 +30,12 @@ def test_leaderboard_runs_every_cell_writes_all_formats_and_resumes(tmp_path, mo
         assert (out / name).stat().st_size > 0
     assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (out / "leaderboard.html").read_text()
-    assert "| statnn |" in (out / "leaderboard.md").read_text()
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| statnn |" in markdown
+    linear_row = next(line for line in markdown.splitlines() if line.startswith("| linear |"))
+    assert "±" not in linear_row  # one seed: its mean alone, no "± 0.000"
+    assert "| standard | statnn | 2 | " in markdown and "torch " in markdown  # seeds, sizes, lr, software
+    assert statnn["models"]["train"] > 0 and "seeds</th><th>lr" in (out / "leaderboard.html").read_text()
     assert len(json.loads((out / "leaderboard.json").read_text())["cells"]) == 4
 
     import benchmarks.leaderboard as leaderboard
