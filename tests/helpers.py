@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
@@ -32,3 +34,17 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, steps: int = 60, lr: float = 3e-
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def mnist_dir() -> Path | None:
+    """The folder holding the MNIST files, found as the product finds them (``$SYMZOO_DATA``, then
+    ``~/.cache/symzoo/data``, each directly or in ``mnist/``), then the shared data folder beside
+    this repository; None if there is none."""
+    from generators.data import data_roots
+
+    sibling = Path(__file__).resolve().parents[2] / "shared" / "data"
+    for root in [*data_roots(), sibling]:
+        for folder in (root, root / "mnist"):
+            if (folder / "train-images-idx3-ubyte.gz").is_file():
+                return folder
+    return None

@@ -23,8 +23,9 @@ from zoo import SpecError, get_arch
 from zoo.storage import SPLITS, load, open_zoo
 from zoo.storage.files import sha256_of
 from zoo.storage.verify import verify_zoo
+from tests.helpers import mnist_dir
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = mnist_dir()  # as the product looks for it ($SYMZOO_DATA, ...), or the shared folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,9 +36,9 @@ def digits():
 
 @pytest.fixture(scope="module")
 def mnist_small():
-    if not MNIST.is_dir():
+    if MNIST is None:
         pytest.skip("MNIST files not available")
-    data = load_images("mnist", MNIST.parent)
+    data = load_images("mnist", MNIST)
     return dataclasses.replace(data, x_train=data.x_train[:512], y_train=data.y_train[:512],
                                x_test=data.x_test[:256], y_test=data.y_test[:256])
 
@@ -49,14 +50,14 @@ def jobs(n: int, epochs: int = 2) -> list[TrainJob]:
 
 # -- data ------------------------------------------------------------------------------------------
 def test_mnist_loads_with_checksums_and_missing_or_corrupt_files_are_named(tmp_path):
-    if not MNIST.is_dir():
+    if MNIST is None:
         pytest.skip("MNIST files not available")
     data = load_images("mnist", MNIST)
     assert data.x_train.shape == (60_000, 1, 28, 28) and data.x_test.shape == (10_000, 1, 28, 28)
     assert torch.bincount(data.y_test).tolist()[:3] == [980, 1135, 1032]
     with pytest.raises(DataError, match=f"train-images-idx3-ubyte.gz not found in {tmp_path}"):
         load_images("mnist", tmp_path)
-    for f in MNIST.iterdir():
+    for f in MNIST.glob("*-idx?-ubyte.gz"):
         shutil.copy(f, tmp_path / f.name)
     damaged = tmp_path / "t10k-labels-idx1-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:-10])
