@@ -36,7 +36,7 @@ from generators.trainer import CURVES, TrainProgress, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
 from zoo.errors import SpecError, SymzooError
 from zoo.storage import Manifest, ModelRecord, ShardInfo, ZooMetadata, ZooSchema, ZooWriter
-from zoo.storage.files import crash_point, fsync_dir, refuse_symlink, sha256_of
+from zoo.storage.files import DirectoryLock, crash_point, fsync_dir, refuse_symlink, sha256_of
 from zoo.storage.format import DATA_DIR
 from zoo.workers import cpu_cores, worker_context, worker_pool
 
@@ -410,6 +410,8 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
     out = Path(out)
     engine = LocalEngine() if engine is None else engine
     label = engine.prepare(device)
+    if (out / DirectoryLock.FILE).is_file():  # another writer is said at once, not after loading the data
+        DirectoryLock(out).acquire().release()
     data = _training_data(spec, data_dir)
     metadata = _metadata(spec, data)
     _check_resumable(out, metadata)

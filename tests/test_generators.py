@@ -282,3 +282,16 @@ def test_zoos_from_before_a_new_recipe_field_still_resume(tmp_path):
     assert (report.trained, report.skipped) == (1, 2)
     with pytest.raises(SpecError, match="another recipe"):
         generate(dataclasses.replace(spec, recipe=Recipe(batch_size=64, schedule="constant")), out, quiet=True)
+
+
+def test_generate_says_another_writer_holds_the_zoo_before_loading_any_data(tmp_path):
+    """The lock is checked first: here the data could not even be found, and the busy zoo is
+    still what is reported (before, a second generate loaded its data set for seconds first)."""
+    from generators.generate import generate
+    from zoo.storage.files import DirectoryBusyError, DirectoryLock
+
+    out = tmp_path / "zoo"
+    with DirectoryLock(out):
+        with pytest.raises(DirectoryBusyError, match="is writing here"):
+            generate(get_zoo_spec("mnist-mlp"), out, data_dir=str(tmp_path / "no-data"), quiet=True)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
