@@ -143,19 +143,19 @@ def load_features(zoo: Zoo, entry: MetanetEntry, target: str, include_diverged: 
         else:
             inputs[split] = weights[torch.from_numpy(rows)] if len(rows) < 4096 else _RowView(weights, rows)
         targets[split] = torch.from_numpy(y[rows]).float()
+    features = ZooFeatures(entry, layout, inputs, targets, excluded, normalizer, zoo.spec)
     if normalize and normalizer is None:
         train = inputs["train"]
         if entry.view == "statistics":
             std = train.std(0) if len(train) > 1 else torch.ones(train.shape[1])  # fewer than 2 rows: no spread
-            normalizer = (train.mean(0), std.clamp_min(1e-8))
-        else:
+            features.normalizer = (train.mean(0), std.clamp_min(1e-8))
+        else:  # the metanet's own view of the train rows (not yet scaled), read in blocks
             ids = tensor_ids(layout)
-            view = (lambda x: trainable_view(x, layout)) if entry.view == "weights" else (lambda x: x)
-            if entry.view == "weights":
-                ids = ids[layout.trainable_mask]
-            batches = (view(train[torch.arange(i, min(i + 512, len(train)))]) for i in range(0, len(train), 512))
-            normalizer = per_tensor_standardizer(batches, ids)
-    return ZooFeatures(entry, layout, inputs, targets, excluded, normalizer, zoo.spec)
+            ids = ids[layout.trainable_mask] if entry.view == "weights" else ids
+            n = len(train)
+            blocks = (features.batch("train", torch.arange(i, min(i + 512, n))) for i in range(0, n, 512))
+            features.normalizer = per_tensor_standardizer(blocks, ids)
+    return features
 
 
 class _RowView:
