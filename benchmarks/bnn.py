@@ -1,4 +1,4 @@
-"""``symzoo bench bnn``: variational Bayesian networks, standard vs W-Asym (PAPER.md §6, Table 2).
+"""``symzoo bench bnn``: variational Bayesian networks, standard vs W-Asym (docs/PAPER.md §6, Table 2).
 
 Each setting trains a Gaussian variational posterior (``generators.variational``: ELRG rank 4 by
 default) over every variant's network, ``instances`` times. Instance ``i`` uses seed ``seed + i``
@@ -33,7 +33,7 @@ from zoo.storage.files import atomic_write_text
 
 __all__ = ["BNNSetting", "BNN_SETTINGS", "run_bnn", "markdown_table"]
 
-# The paper's Table 2 (test accuracy; PAPER.md §6). Its MLP rows are CIFAR-10 networks (the
+# The paper's Table 2 (test accuracy; docs/PAPER.md §6). Its MLP rows are CIFAR-10 networks (the
 # authors' code), its ResNet20 row CIFAR-100 with BatchNorm.
 PAPER_TABLE2 = {
     "mlp8": {"standard": 0.564, "w_asym": 0.571},

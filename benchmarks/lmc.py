@@ -1,4 +1,4 @@
-"""``symzoo bench lmc``: linear mode connectivity of independently trained pairs (PAPER.md §4).
+"""``symzoo bench lmc``: linear mode connectivity of independently trained pairs (docs/PAPER.md §4).
 
 Per variant, ``2·pairs`` networks are trained together by the batched trainer: pair ``k`` is
 models ``2k`` and ``2k+1``, with different seeds (init and data order) but the zoo's masks and
@@ -99,7 +99,7 @@ _MNIST_PAPER = dict(arch="mlp-mnist-lmc", dataset="mnist", lr=1e-3, weight_decay
                     recipe=Recipe(batch_size=64, schedule="constant"))
 
 # Named recipes per architecture: ``paper`` is the paper's (a GPU job), ``cpu`` a reduced one for
-# 2 CPU cores (fewer images and epochs, same optimiser). The ResNet20 recipe is ours (PAPER.md
+# 2 CPU cores (fewer images and epochs, same optimiser). The ResNet20 recipe is ours (docs/PAPER.md
 # gives none): AdamW with the zoo's triangular schedule and augmentation, longer.
 LMC_SETTINGS: dict[tuple[str, str], LMCSetting] = {
     ("mlp-mnist-lmc", "paper"): LMCSetting(**_MNIST_PAPER, epochs=25),

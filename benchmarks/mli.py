@@ -1,5 +1,5 @@
 """``symzoo bench mli``: monotonic linear interpolation from initialisation to trained weights
-(PAPER.md §5, Table 4).
+(docs/PAPER.md §5, Table 4).
 
 For each model the train loss is measured at evenly spaced points of the straight line from its
 stored initial weights (``weights_epoch_0``) to its final weights, and the path is summarised by

@@ -71,7 +71,7 @@ class Dist:
 
 @dataclass(frozen=True)
 class HyperparameterSpace:
-    """Per-model hyperparameters; defaults are the paper's (PAPER.md §3)."""
+    """Per-model hyperparameters; defaults are the paper's (docs/PAPER.md §3)."""
 
     lr: Dist = Dist("log10_uniform", -2.0, 0.0, scale=0.5)
     weight_decay: Dist = Dist("log10_uniform", -5.0, -1.0)

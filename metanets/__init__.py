@@ -15,9 +15,10 @@ def _build_gmn(context: MetanetContext):
     return GraphMetanet(context.layout, context.arch)
 
 
-# Published GMNs standardise each weight tensor with train-split statistics; without it a
-# permutation-equivariant GMN stays near chance.
-register_metanet("gmn", "flat", invariant=True, normalize=True)(_build_gmn)
+# Published GMNs standardise each weight tensor with train-split statistics (without it a
+# permutation-equivariant GMN stays near chance) and bound predicted accuracies with a sigmoid
+# (neural-graphs' cnn_generalization trainer; on the standard digits zoo it lifts τ .695 -> .742).
+register_metanet("gmn", "flat", invariant=True, normalize=True, sigmoid=True)(_build_gmn)
 
 __all__ = ["METANETS", "VIEWS", "MetanetContext", "MetanetEntry", "STATISTICS", "get_metanet", "register_metanet", "statistics_view",
            "trainable_view"]

@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="standardise inputs with train-split statistics, per weight tensor "
                         "(default: the metanet's protocol: on for statnn, gmn, nfn)")
     p.add_argument("--sigmoid", action=argparse.BooleanOptionalAction,
-                   help="bound predictions to (0, 1) (accuracy targets; default: the metanet's protocol: on for nfn)")
+                   help="bound predictions to (0, 1) (accuracy targets; default: the metanet's protocol: on for gmn and nfn, as their authors train them)")
     p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
                    help="raise the learning rate linearly over the first N steps")
     p.add_argument("--augment", action="store_true",

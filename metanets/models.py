@@ -1,4 +1,4 @@
-"""Metanetwork baselines of the paper (PAPER.md §3), behind one registry.
+"""Metanetwork baselines of the paper (docs/PAPER.md §3), behind one registry.
 
 Each entry says which input view it reads and how to build the model for an input size; new
 metanets join with :func:`register_metanet` without editing symzoo.

@@ -1,4 +1,4 @@
-"""Training and evaluating metanets on a zoo: the paper's protocol (PAPER.md §3).
+"""Training and evaluating metanets on a zoo: the paper's protocol (docs/PAPER.md §3).
 
 MSE on the target, AdamW (weight decay 1e-2), batch 128, 50 epochs; the learning rate is chosen
 from a grid by validation R² (seed 0), then K seeds are trained with it and each reports its test
@@ -30,6 +30,7 @@ from zoo.storage import SPLITS, Zoo, open_zoo
 __all__ = ["MetanetConfig", "MetanetRun", "ZooFeatures", "load_features", "train_metanet", "evaluate"]
 
 TARGETS = ("test_acc", "train_acc", "lr", "weight_decay", "label_smoothing", "epochs")
+ACCURACY_TARGETS = ("test_acc", "train_acc")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class MetanetConfig:
     """One cell's protocol. ``normalize``: standardise the inputs with train-split statistics (per
     feature for ``statistics``, per weight tensor otherwise; default: the metanet's own protocol,
     on for StatNN and GMN, off for NFN and the paper's other baselines). ``sigmoid``: bound the
-    prediction to (0, 1), the NFN authors' head for accuracy targets (default: on for NFN only).
+    prediction to (0, 1), the head the NFN and neural-graph authors use for accuracy targets
+    (default: on for NFN and GMN when the target is an accuracy).
     ``augment``: apply a random hidden-unit permutation to each network of each training batch
     (meant for standard zoos). ``warmup_steps``: raise the learning rate linearly over the first
     steps (the NFN authors' trainer does; at lr ≥ 5e-3 NFN's first Adam steps otherwise saturate
@@ -58,9 +60,10 @@ class MetanetConfig:
 
     def __post_init__(self) -> None:
         entry = get_metanet(self.model)
-        for option in ("normalize", "sigmoid"):  # unset: the metanet's own protocol (see register_metanet)
-            if getattr(self, option) is None:
-                object.__setattr__(self, option, getattr(entry, option))
+        if self.normalize is None:  # unset: the metanet's own protocol (see register_metanet)
+            object.__setattr__(self, "normalize", entry.normalize)
+        if self.sigmoid is None:  # the authors' bounded head is for accuracies only
+            object.__setattr__(self, "sigmoid", entry.sigmoid and self.target in ACCURACY_TARGETS)
         if self.augment and entry.view not in AUGMENTABLE_VIEWS:
             raise SpecError(f"augment: {self.model} reads per-tensor statistics, which permutations do not change; "
                             f"expected a metanet reading weights ({', '.join(AUGMENTABLE_VIEWS)} view)")

@@ -74,6 +74,16 @@ def test_gmn_and_statnn_normalise_by_default_and_the_paper_baselines_do_not(digi
     assert abs(float(validation.mean())) > 0  # other splits use the train split's statistics, not their own
 
 
+def test_the_sigmoid_head_is_the_default_only_for_accuracy_targets_of_gmn_and_nfn():
+    defaults = {m: MetanetConfig(m).sigmoid for m in ("gmn", "nfn", "statnn", "mlp", "dmc", "deepsets", "linear")}
+    assert defaults == {"gmn": True, "nfn": True, "statnn": False, "mlp": False, "dmc": False, "deepsets": False,
+                        "linear": False}
+    assert MetanetConfig("gmn", target="train_acc").sigmoid
+    # an epoch count or a learning rate is not bounded by (0, 1)'s meaning: off unless asked for
+    assert not MetanetConfig("gmn", target="epochs").sigmoid and not MetanetConfig("nfn", target="lr").sigmoid
+    assert MetanetConfig("gmn", target="lr", sigmoid=True).sigmoid
+
+
 def test_sigmoid_head_bounds_predictions_and_augmentation_trains(digits_zoo):
     run = train_metanet(digits_zoo, MetanetConfig("mlp", epochs=2, lrs=(1e-3,), seeds=1, sigmoid=True, augment=True,
                                                   warmup_steps=3),

@@ -9,7 +9,7 @@ from zoo import PRESETS, VARIANTS, ParamLayout, SpecError, get_arch, load_spec, 
 from zoo.nets import LayerAsym, MLPSpec, ResNetSpec, WAsymSpec
 from zoo.nn import FiGLU, WAsymConv2d, WAsymLinear
 
-# (arch, variant) -> (total entries in the flat vector, trainable, fixed); PAPER.md §2 and issue 2.
+# (arch, variant) -> (total entries in the flat vector, trainable, fixed); docs/PAPER.md §2 and issue 2.
 EXPECTED_COUNTS = {
     ("resnet8", "standard"): (78_042, 78_042, 0),
     ("resnet8", "w_asym"): (78_042, 60_634, 17_408),

@@ -179,7 +179,7 @@ def interpolate(
 
 @dataclass(frozen=True)
 class MLIStats:
-    """Monotonic linear interpolation statistics of one path (PAPER.md §5).
+    """Monotonic linear interpolation statistics of one path (docs/PAPER.md §5).
 
     Attributes:
         delta: the largest increase between consecutive points (the path is monotonic iff ≤ 0).

@@ -2,7 +2,7 @@
 
 A mask is a boolean tensor shaped like the layer's weight, ``True`` where the entry is trainable and
 ``False`` where it is fixed to a random constant. Rows (output features or output channels) with
-distinct fixed positions are what removes the hidden-unit permutation symmetry (PAPER.md §1), so
+distinct fixed positions are what removes the hidden-unit permutation symmetry (docs/PAPER.md §1), so
 the constructions below make rows unique wherever that is possible.
 """
 

@@ -36,7 +36,7 @@ _RESNET8_W_ASYM = WAsymSpec(
     layers={"head": _subsets(8, 2.0)},
 )
 
-# ResNet20 of the paper's LMC experiment (PAPER.md §2).
+# ResNet20 of the paper's LMC experiment (docs/PAPER.md §2).
 _RESNET20_W_ASYM = WAsymSpec(
     layers={
         "stem.layer": _subsets(12, 2.0),

@@ -1,4 +1,4 @@
-"""FiGLU, the fixed-gate nonlinearity of σ-Asymmetric networks (PAPER.md §1)."""
+"""FiGLU, the fixed-gate nonlinearity of σ-Asymmetric networks (docs/PAPER.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""W-Asymmetric linear and convolution layers (PAPER.md §1).
+"""W-Asymmetric linear and convolution layers (docs/PAPER.md §1).
 
 The effective weight is ``W ⊙ M + κ·Z ⊙ (1 − M)``: entries where the mask ``M`` is 0 are fixed to
 the random constants ``κ·Z``. It is computed with ``torch.where`` on every forward pass, so fixed
