@@ -4,13 +4,16 @@ Each setting trains a Gaussian variational posterior (``generators.variational``
 default) over every variant's network, ``instances`` times. Instance ``i`` uses seed ``seed + i``
 for the initial means, the W-Asym masks and fixed values, the data order and the noise, in every
 variant, so the variants of one instance start from the same trainable values. Every finished run
-is saved under ``runs/``; a re-run with the same settings reuses it.
+is saved under ``runs/`` in a file named by its settings (``mlp8-mnist-standard-seed0-<hash>.json``,
+the hash of every setting that shapes the run), so runs with other settings in the same folder sit
+beside it and a re-run with the same settings reuses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from zoo.progress import progress_bar
 
 from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
 from generators.data import DATASETS, ImageData, load_images
@@ -31,7 +34,7 @@ from zoo.errors import SpecError
 from zoo.nets import VARIANTS, ArchSpec, LayerAsym, MLPSpec, WAsymSpec, get_arch
 from zoo.storage.files import atomic_write_text
 
-__all__ = ["BNNSetting", "BNN_SETTINGS", "run_bnn", "markdown_table"]
+__all__ = ["BNNSetting", "BNN_SETTINGS", "run_bnn", "run_file_name", "markdown_table"]
 
 # The paper's Table 2 (test accuracy; docs/PAPER.md §6). Its MLP rows are CIFAR-10 networks (the
 # authors' code), its ResNet20 row CIFAR-100 with BatchNorm.
@@ -103,15 +106,30 @@ class BNNSetting:
         except TypeError as err:
             raise SpecError(f"bnn: architecture '{self.arch}' cannot be fitted to {self.dataset} ({err})") from None
 
-    def describe(self) -> str:
+    def describe(self, train_images: int | None = None, test_images: int | None = None) -> str:
+        """One line of what is trained and how it is tested; ``train_images`` and ``test_images``
+        (the data set's sizes, when known) make it state the counts actually used."""
         p, t = self.posterior, self.train
         net = (f"MLP, {self.depth} hidden layers of {self.width} (LayerNorm + ReLU)" if self.arch == "mlp"
                else self.arch)
         family = f"ELRG rank {p.rank}" if p.kind == "elrg" else "mean field"
-        subset = f"first {self.train_subset:,} training images" if self.train_subset else "all training images"
+        if self.train_subset and (train_images is None or self.train_subset < train_images):
+            subset = f"first {self.train_subset:,} training images"
+        else:
+            subset = f"all {train_images:,} training images" if train_images else "all training images"
         return (f"{net} on {self.dataset} ({subset}); {family}, prior precision {p.prior_precision:g}"
                 f"{' × fan-in' if p.prior_fan_in else ''}; Adam lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs; "
-                f"test: {t.eval_samples} samples")
+                f"final test: {_test_set(t.eval_samples, None, test_images)}; learning curves and early acc: "
+                f"{_test_set(t.curve_samples, t.curve_test_size, test_images)}")
+
+
+def _test_set(samples: int, first: int | None, test_images: int | None) -> str:
+    """``"25 samples on all 10,000 test images"`` and the like."""
+    if first is not None and (test_images is None or first < test_images):
+        images = f"the first {first:,} test images"
+    else:
+        images = f"all {test_images:,} test images" if test_images else "all test images"
+    return f"{samples} sample{'s' if samples != 1 else ''} on {images}"
 
 
 # CPU scale (2 cores): 5,000 MNIST images, 4 epochs (80 steps); curves from 5 samples on the first
@@ -136,6 +154,54 @@ def _run_config(setting: BNNSetting, variant: str, seed: int) -> dict[str, Any]:
     config = dataclasses.asdict(setting)
     config.pop("name")
     return json.loads(json.dumps({**config, "variant": variant, "seed": seed}))
+
+
+def run_file_name(setting: BNNSetting, variant: str, seed: int) -> str:
+    """The run's file under ``runs/``: setting, data set, variant and seed for people, then a hash
+    of every setting that shapes the run (``_run_config``), so runs that differ in anything (epochs,
+    width, posterior, ...) get their own files: ``mlp8-mnist-standard-seed0-1a2b3c4d5e.json``."""
+    config = _run_config(setting, variant, seed)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{setting.name}-{setting.dataset}-{variant}-seed{seed}-{digest}.json"
+
+
+def _difference(stored: Any, wanted: Any, where: str = "") -> str:
+    """The first setting in which a stored run's config differs from the wanted one."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key in sorted(set(stored) | set(wanted)):
+            if stored.get(key) != wanted.get(key):
+                return _difference(stored.get(key), wanted.get(key), f"{where}.{key}" if where else key)
+    return f"{where or 'config'} {json.dumps(stored)} there, {json.dumps(wanted)} now"
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SpecError(f"bnn: {path} is not a readable run file ({err}); move it away and run again") from None
+    if not isinstance(run, dict):
+        raise SpecError(f"bnn: {path} is not a run file (expected a JSON object); move it away and run again")
+    return run
+
+
+def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int, seed: int) -> tuple[str, dict[str, Any] | None]:
+    """The run's file name and its saved result, if one with exactly these settings exists: under
+    its settings-keyed name or, made before runs were keyed by settings, ``NAME-VARIANT-I.json``.
+    A keyed file holding other settings is refused rather than overwritten."""
+    config, name = _run_config(setting, variant, seed), run_file_name(setting, variant, seed)
+    if (runs / name).exists():
+        stored = _read_run(runs / name)
+        if stored.get("config") != config:
+            raise SpecError(f"bnn: {runs / name} holds a run made with other settings "
+                            f"({_difference(stored.get('config'), config)}); refusing to overwrite it: "
+                            "move it away or pass another --out")
+        return name, stored
+    legacy = runs / f"{setting.name}-{variant}-{instance}.json"  # kept as it is, never rewritten
+    if legacy.exists():
+        stored = _read_run(legacy)
+        if stored.get("config") == config:
+            return legacy.name, stored
+    return name, None
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
@@ -164,20 +230,20 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
     datasets = {name: load_images(name, data_dir) for name in dict.fromkeys(s.dataset for s in settings)}
     data = {s.name: _subset(datasets[s.dataset], s.train_subset) for s in settings}
 
-    jobs, done = [], {}
+    jobs, done, names = [], {}, {}
     for s in settings:
         for variant in variants:
             for i in range(instances):
-                key, config = f"{s.name}-{variant}-{i}", _run_config(s, variant, seed + i)
-                path = out / "runs" / f"{key}.json"
-                stored = json.loads(path.read_text()) if path.exists() else None
-                if stored is not None and stored.get("config") == config:
-                    done[key] = stored
+                name, stored = _saved_run(out / "runs", s, variant, i, seed + i)
+                key, config = name.removesuffix(".json"), _run_config(s, variant, seed + i)
+                names[s.name, variant, i] = key
+                if stored is not None:
+                    done[key] = {**stored, "instance": i}
                 else:
                     jobs.append((s, variant, i, key, config))
     steps = sum(s.train.epochs * math.ceil(len(data[s.name].x_train) / s.train.batch_size) for s, *_ in jobs)
     log(quiet, f"bnn: {len(jobs)} runs to train ({len(done)} already saved) on {target}")
-    with tqdm(total=steps, unit="step", file=sys.stderr, disable=quiet or None, dynamic_ncols=True) as bar:
+    with progress_bar(total=steps, unit="step", file=sys.stderr, quiet=quiet, dynamic_ncols=True) as bar:
         for s, variant, i, key, config in jobs:
             bar.set_description(f"{s.name} {variant} #{i}")
             spec = s.arch_spec(data[s.name], variant, seed + i)
@@ -198,7 +264,7 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
     rows = []
     for s in settings:
         for variant in variants:
-            runs = [done[f"{s.name}-{variant}-{i}"] for i in range(instances)]
+            runs = [done[names[s.name, variant, i]] for i in range(instances)]
             ok = [r for r in runs if r["status"] == "ok"]
             rows.append({
                 "setting": s.name, "variant": variant, "instances": len(runs), "diverged": len(runs) - len(ok),
@@ -207,9 +273,12 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
                    for m in ("test_acc", "test_nll", "test_ece", "early_acc")},
                 "paper_test_acc": PAPER_TABLE2.get(s.name, {}).get(variant),
             })
-    report = {"settings": {s.name: {**dataclasses.asdict(s), "describe": s.describe()} for s in settings},
+    sizes = {s.name: {"train_images": len(data[s.name].x_train), "test_images": len(data[s.name].x_test)}
+             for s in settings}
+    report = {"settings": {s.name: {**dataclasses.asdict(s), **sizes[s.name],
+                                    "describe": s.describe(**sizes[s.name])} for s in settings},
               "variants": list(variants), "instances": instances, "seed": seed, "rows": rows,
-              "runs": [done[k] for k in sorted(done)],
+              "runs": [{**done[k], "file": f"runs/{k}.json"} for k in sorted(done)],
               "seconds": round(time.perf_counter() - started, 1), **environment()}
     atomic_write_text(out / "bnn.json", json.dumps(report, indent=2, default=str))
     atomic_write_text(out / "bnn.md", markdown_table(report))
@@ -241,13 +310,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(report: dict[str, Any], settings: list[BNNSetting], path: Path) -> None:
-    """Test accuracy and NLL per epoch: thin lines per instance, thick the mean over instances."""
+def _plot(report: dict[str, Any], settings: list[BNNSetting], path: Path) -> Any:
+    """Test accuracy and NLL per epoch (thin lines per instance, thick the mean over instances)
+    and, at the last epoch, the final test of the table (diamonds, mean ± std over instances).
+
+    The two measure the same posteriors differently: a curve point is the predictive of
+    ``curve_samples`` weight samples on the first ``curve_test_size`` test images (cheap, once per
+    epoch), the final test that of ``eval_samples`` samples on every test image; averaging more
+    samples usually predicts better, so the diamonds can sit off the curves' ends. The caption
+    under the plots says which is which. Returns the (closed) figure."""
+    import textwrap
+
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    fig, axes = plt.subplots(2, len(settings), figsize=(4.5 * len(settings), 6.5), squeeze=False)
+    width = max(6.4, 4.5 * len(settings))
+    fig, axes = plt.subplots(2, len(settings), figsize=(width, 7.2), squeeze=False)
     for col, s in enumerate(settings):
+        offsets = np.linspace(-0.12, 0.12, len(report["variants"])) if len(report["variants"]) > 1 else [0.0]
         for j, variant in enumerate(report["variants"]):
             runs = [r for r in report["runs"] if r["setting"] == s.name and r["variant"] == variant and r["status"] == "ok"]
             for row, metric in enumerate(("test_acc", "test_nll")):
@@ -259,36 +340,101 @@ def _plot(report: dict[str, Any], settings: list[BNNSetting], path: Path) -> Non
                     mean = np.mean(np.array(curves), axis=0)
                     ax.plot(range(1, len(mean) + 1), mean, color=f"C{j}", linewidth=2, marker="o", markersize=3,
                             label=variant)
+                    final = [r[metric] for r in runs]
+                    ax.errorbar(s.train.epochs + 0.3 + offsets[j], np.mean(final), yerr=np.std(final), color=f"C{j}",
+                                marker="D", markersize=6, markeredgecolor="black", capsize=3, linestyle="none")
                 ax.set(xlabel="epoch", ylabel={"test_acc": "test accuracy", "test_nll": "test NLL"}[metric])
+                ax.set_xlim(0.7, s.train.epochs + 0.7)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0][col].set_title(f"{s.name}: {s.dataset}", fontsize=10)
-        axes[0][col].legend(fontsize=8)
-    save_figure(fig, path, "Variational BNNs: posterior-predictive test accuracy and NLL during training")
+        handles, _ = axes[0][col].get_legend_handles_labels()
+        final_marker = Line2D([], [], color="grey", marker="D", markeredgecolor="black", linestyle="none",
+                              label="final test (table)")
+        axes[0][col].legend(handles=[*handles, final_marker], fontsize=8, loc="best")
+    # what the curves and the diamonds measure, per group of settings that measure alike
+    groups: dict[str, list[str]] = {}
+    for s in settings:
+        info = report["settings"][s.name]
+        t, n_test = s.train, info.get("test_images")
+        text = (f"lines: each epoch, posterior predictive of {_test_set(t.curve_samples, t.curve_test_size, n_test)} "
+                f"(thin: instances, thick: mean); diamonds: the table's final test, "
+                f"{_test_set(t.eval_samples, None, n_test)} (mean ± std over instances)")
+        groups.setdefault(text, []).append(s.name)
+    lines = [f"{', '.join(names)}: {text}" if len(groups) > 1 else text for text, names in groups.items()]
+    lines.append("More samples average more networks, so the final test is usually more accurate than the last curve point.")
+    wrap = int(width * 16)
+    fig.supxlabel("\n".join(textwrap.fill(line, wrap) for line in lines), fontsize=8, ha="center")
+    save_figure(fig, path, "Variational BNNs: test accuracy and NLL during training")
+    return fig
 
 
 # -- command line ---------------------------------------------------------------------------------
+def _per_setting(value: Any, settings: tuple[str, ...] | None = None) -> str:
+    """The built-in settings' value of a field, for ``--help``: ``"4"`` or ``"8 for mlp8; 16 for mlp16"``;
+    ``value(setting)`` gives it (None: the setting has none)."""
+    groups: dict[str, list[str]] = {}
+    for name, setting in BNN_SETTINGS.items():
+        if settings is None or name in settings:
+            shown = value(setting)
+            if shown is not None:
+                groups.setdefault(f"{shown:,}" if isinstance(shown, int) else str(shown), []).append(name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{shown} for {', '.join(names)}" for shown, names in groups.items())
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bnn", help="variational Bayesian networks, standard vs W-Asym (Table 2)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p = sub.add_parser("bnn", help="variational Bayesian networks, standard vs W-Asym (Table 2)",
+                       description="Train variational posteriors over each setting's networks, every variant, "
+                                   "--instances times, and report test accuracy, NLL and calibration beside the "
+                                   "paper's Table 2. Options without a value of their own keep each setting's.")
+    mlps = tuple(name for name, s in BNN_SETTINGS.items() if s.arch == "mlp")
+    default = _per_setting
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for bnn.json, bnn.md, bnn.png and runs/ (required); each run is saved in runs/ under "
+                        "a name made from its settings, so runs with other settings in the same folder are kept and "
+                        "the same command run again reuses them")
     p.add_argument("--settings", nargs="+", default=["mlp8", "mlp16"], choices=list(BNN_SETTINGS), metavar="NAME",
-                   help=f"of {', '.join(BNN_SETTINGS)} (default: mlp8 mlp16, MNIST at CPU scale)")
-    p.add_argument("--variants", nargs="+", default=["standard", "w_asym"], choices=VARIANTS, metavar="V")
-    p.add_argument("--instances", type=int, default=2, help="runs per (setting, variant), seeds seed..seed+N-1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dataset", choices=DATASETS, help="override the settings' data set")
-    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N training images")
-    p.add_argument("--full-train", action="store_true", help="train on all training images")
-    p.add_argument("--depth", type=int, help="MLP hidden layers")
-    p.add_argument("--width", type=int, help="MLP hidden width")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--early-epoch", type=int, help="epoch of the reported early accuracy")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--samples", type=int, help="posterior samples of the final test (default 25)")
-    p.add_argument("--curve-samples", type=int, help="posterior samples per learning-curve point")
-    p.add_argument("--posterior", choices=POSTERIORS, help="elrg (default) or mean_field")
-    p.add_argument("--rank", type=int, help="ELRG rank (default 4)")
-    p.add_argument("--prior-precision", type=float, help="prior precision τ (× fan-in; default 0.01)")
+                   help=f"settings to run, of {', '.join(BNN_SETTINGS)} (default: mlp8 mlp16, MNIST at CPU scale)")
+    p.add_argument("--variants", nargs="+", default=["standard", "w_asym"], choices=VARIANTS, metavar="V",
+                   help=f"network variants to compare, of {', '.join(VARIANTS)} (default: standard w_asym)")
+    p.add_argument("--instances", type=int, default=2, metavar="N",
+                   help="runs per (setting, variant); instance i uses seed SEED+i (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of instance 0: initial means, W-Asym masks, data order and noise (default: %(default)s)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help=f"data set instead of the settings', of {', '.join(DATASETS)} "
+                        f"(default: {default(lambda s: s.dataset)})")
+    p.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on the first N training images "
+                        f"(default: {default(lambda s: s.train_subset or 'all')})")
+    p.add_argument("--full-train", action="store_true",
+                   help="train on all training images, whatever the setting's subset (default: off)")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help=f"MLP hidden layers (default: {default(lambda s: s.depth, mlps)}; MLP settings only)")
+    p.add_argument("--width", type=int, metavar="N",
+                   help=f"MLP hidden width (default: {default(lambda s: s.width, mlps)}; MLP settings only)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"training epochs (default: {default(lambda s: s.train.epochs)})")
+    p.add_argument("--early-epoch", type=int, metavar="E",
+                   help=f"epoch of the table's early accuracy (default: {default(lambda s: s.early_epoch)})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {default(lambda s: f'{s.train.lr:g}')})")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"training batch size (default: {default(lambda s: s.train.batch_size)})")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="posterior samples of the final test, on every test image "
+                        f"(default: {default(lambda s: s.train.eval_samples)})")
+    p.add_argument("--curve-samples", type=int, metavar="N",
+                   help="posterior samples per learning-curve point (each epoch, also the early accuracy; test "
+                        f"images: {default(lambda s: f'first {s.train.curve_test_size:,}' if s.train.curve_test_size else 'all')}) "
+                        f"(default: {default(lambda s: s.train.curve_samples)})")
+    p.add_argument("--posterior", choices=POSTERIORS,
+                   help=f"variational family, of {', '.join(POSTERIORS)} (default: {default(lambda s: s.posterior.kind)})")
+    p.add_argument("--rank", type=int, metavar="K",
+                   help=f"ELRG rank of the low-rank covariance factor (default: {default(lambda s: s.posterior.rank)})")
+    p.add_argument("--prior-precision", type=float, metavar="TAU",
+                   help="prior precision τ, times each layer's fan-in "
+                        f"(default: {default(lambda s: f'{s.posterior.prior_precision:g}')})")
     add_run_options(p)
     p.set_defaults(handler=_main)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from benchmarks.report import environment, log, summary
 from zoo.workers import cpu_cores, worker_pool
@@ -31,6 +30,7 @@ from metanets.models import get_metanet
 from metanets.train import MetanetConfig, train_metanet
 from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
+from zoo.progress import progress_bar
 from zoo.storage.files import atomic_write_text
 
 __all__ = ["ZooEntry", "MetanetSetting", "BenchConfig", "load_bench_config", "run_bench", "run_cell"]
@@ -113,6 +113,17 @@ class BenchConfig:
         for m in self.metanets:
             m.config(self.target)  # unknown metanet or target -> error before any work
 
+    def shrunk(self, n_models: int | None = None, seeds: int | None = None, epochs: int | None = None) -> BenchConfig:
+        """The same leaderboard at a smoke-run size: zoos generated from presets get ``n_models``,
+        every metanet ``seeds`` and ``epochs`` (``None`` keeps the config's value)."""
+        for flag, value in (("n_models", n_models), ("seeds", seeds), ("epochs", epochs)):
+            if value is not None and value < 1:
+                raise SpecError(f"{flag} {value}: expected a positive number")
+        zoos = tuple(dataclasses.replace(z, overrides={**z.overrides, "n_models": n_models})
+                     if z.preset is not None and n_models is not None else z for z in self.zoos)
+        metanets = tuple(dataclasses.replace(m, seeds=seeds or m.seeds, epochs=epochs or m.epochs) for m in self.metanets)
+        return dataclasses.replace(self, zoos=zoos, metanets=metanets)
+
 
 def load_bench_config(path: str | Path) -> BenchConfig:
     data = read_config_file(path, "benchmark config")
@@ -149,7 +160,7 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
                 continue
             cell_file = _cell_file(out, entry.name, setting.model)
             if cell_file.exists():
-                done[entry.name, setting.model] = json.loads(cell_file.read_text())
+                done[entry.name, setting.model] = _reusable(cell_file, setting.config(config.target, entry.augment))
             else:
                 todo.append((entry.name, str(zoo_dirs[entry.name]), setting, config.target, entry.augment))
 
@@ -166,12 +177,14 @@ def run_bench(config: BenchConfig, out: str | Path, quiet: bool = False, jobs: i
         threads = max(1, cpu_cores() // jobs)
         with worker_pool(min(jobs, len(todo)), threads) as pool:
             futures = [pool.submit(run_cell, *task, quiet=True) for task in todo]
-            with tqdm(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", disable=quiet or None,
-                      file=sys.stderr, dynamic_ncols=True) as bar:
+            with progress_bar(total=len(todo), unit="cell", desc=f"{config.name} ({jobs} at once)", quiet=quiet,
+                              file=sys.stderr, dynamic_ncols=True) as bar:
                 failures = []
                 for future in as_completed(futures):  # a failed cell does not discard the others
                     try:
-                        finished(future.result())
+                        cell = future.result()
+                        with bar.external_write_mode(file=sys.stderr):  # its line above the bar, not glued to it
+                            finished(cell)
                     except Exception as error:
                         failures.append(error)
                     bar.update()
@@ -196,7 +209,22 @@ def run_cell(zoo: str, zoo_dir: str, setting: MetanetSetting, target: str, augme
         "lr": result["lr"], "seeds": len(seeds), "models": result["models"],
         "excluded_diverged": result["excluded_diverged"],
         "params": result["params"], "seconds": round(time.perf_counter() - started, 2), **environment(),
+        "config": json.loads(json.dumps(result["config"])),
     }
+
+
+def _reusable(cell_file: Path, config: MetanetConfig) -> dict[str, Any]:
+    """A finished cell, if it was trained with ``config``: a run at another size or protocol into
+    the same folder must not be taken for this one. Cells written before the protocol was kept
+    are reused as they are."""
+    cell = json.loads(cell_file.read_text())
+    expected = json.loads(json.dumps(dataclasses.asdict(config)))
+    if "config" in cell and cell["config"] != expected:
+        differ = ", ".join(f"{key} {cell['config'].get(key)} (now {value})" for key, value in expected.items()
+                           if cell["config"].get(key) != value)
+        raise SpecError(f"{cell_file}: trained with other settings ({differ}); pass another --out, "
+                        "or delete the file to train the cell again")
+    return cell
 
 
 def _cell_file(out: Path, zoo: str, metanet: str) -> Path:

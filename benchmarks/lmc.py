@@ -75,11 +75,16 @@ class LMCSetting:
             raise SpecError(f"--points: {err}") from None
         get_arch(self.arch)  # unknown architecture -> one-line error before any work
 
-    def describe(self) -> str:
+    def describe(self, train_images: int | None = None) -> str:
+        """The recipe in one line; ``train_images`` (the data set's training images, when known)
+        makes it state how many images are actually trained on."""
         r = self.recipe
         schedule = "no schedule" if r.schedule == "constant" else f"triangular schedule peaking at {r.peak_epoch or r.peak_fraction}"
         augment = ", augmentation " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(r.augment).items() if v) if r.augment.active else ""
-        images = f"the first {self.train_subset:,}" if self.train_subset else "all"
+        if self.train_subset and (train_images is None or self.train_subset < train_images):
+            images = f"the first {self.train_subset:,}"
+        else:
+            images = f"all {train_images:,}" if train_images else "all"
         return (f"AdamW lr {self.lr:g}, wd {self.weight_decay:g}, batch {r.batch_size}, {schedule}{augment}, "
                 f"{self.epochs} epochs on {images} training images")
 
@@ -187,12 +192,19 @@ def _curves(setting: LMCSetting, variant: str, weights: torch.Tensor, data: Imag
 
 
 def run_lmc(setting: LMCSetting, out: str | Path, *, device: str = "auto", data_dir: str | None = None,
-            batchnorm: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train, interpolate and report; writes ``lmc.json``, ``lmc.md`` and ``lmc.png`` in ``out``."""
+            batchnorm: bool = False, quiet: bool = False, recipe: str | None = None) -> dict[str, Any]:
+    """Train, interpolate and report; writes ``lmc.json``, ``lmc.md`` and ``lmc.png`` in ``out``.
+    ``recipe`` (the recipe's name, for the log line) is only reported."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
     data = load_images(setting.dataset, data_dir)
+    n_train = len(data.x_train)
+    if setting.train_subset is not None and setting.train_subset > n_train:
+        log(quiet, f"lmc: {setting.dataset} has {n_train:,} training images, fewer than the {setting.train_subset:,} "
+                   f"of the train subset; training on all {n_train:,}")
+    named = f", recipe '{recipe}'" if recipe else ""
+    log(quiet, f"lmc: {setting.arch} on {setting.dataset}{named}: {setting.describe(n_train)}")
     if setting.train_subset is not None:
         data = dataclasses.replace(data, x_train=data.x_train[: setting.train_subset],
                                    y_train=data.y_train[: setting.train_subset])
@@ -215,8 +227,9 @@ def run_lmc(setting: LMCSetting, out: str | Path, *, device: str = "auto", data_
             if rows[name]["midpoint_barrier"] is not None:
                 log(quiet, f"lmc {name}: midpoint barrier {rows[name]['midpoint_barrier']['mean']:.4f} "
                            f"± {rows[name]['midpoint_barrier']['std']:.4f}")
-    report = {"setting": dataclasses.asdict(setting), "recipe": setting.describe(), "variants": rows, "paper_table1": PAPER_TABLE1.get(setting.arch),
-              "seconds": round(time.perf_counter() - started, 1), **environment()}
+    report = {"setting": dataclasses.asdict(setting), "recipe": setting.describe(n_train),
+              "train_images": min(n_train, setting.train_subset or n_train), "variants": rows,
+              "paper_table1": PAPER_TABLE1.get(setting.arch), "seconds": round(time.perf_counter() - started, 1), **environment()}
     atomic_write_text(out / "lmc.json", json.dumps(report, indent=2, default=str))
     atomic_write_text(out / "lmc.md", markdown_table(report))
     _plot(report, out / "lmc.png")
@@ -261,19 +274,47 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 # -- command line ---------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lmc", help="linear mode connectivity of independently trained pairs (Table 1)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--arch", default="mlp-mnist-lmc", help="mlp-mnist-lmc, resnet20, or any architecture with --dataset")
-    p.add_argument("--recipe", default="auto", help="paper, cpu (reduced for 2 CPU cores), or auto (paper on CUDA)")
-    p.add_argument("--dataset", help=f"data set ({', '.join(DATASETS)}); defaults to the recipe's")
-    p.add_argument("--pairs", type=int, help="independent pairs per variant (default 3)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N training images")
-    p.add_argument("--variants", nargs="+", metavar="V", help=f"of {', '.join(VARIANTS)} (Re-Basin comes with standard)")
-    p.add_argument("--points", type=int, help="points along each path (odd; default 25)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batchnorm-reset", action="store_true", help="re-estimate BatchNorm statistics at every point")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for lmc.json, lmc.md, lmc.png and models/ (the trained networks, reused by a re-run "
+                        "with the same training settings) (required)")
+    p.add_argument("--arch", default="mlp-mnist-lmc",
+                   help="architecture: mlp-mnist-lmc or resnet20 (their own recipes), or any other with --dataset "
+                        "(the MNIST MLP's recipe) (default: %(default)s)")
+    p.add_argument("--recipe", default="auto",
+                   help="paper (the paper's training), cpu (reduced for 2 CPU cores: fewer images and epochs), or "
+                        "auto (paper on CUDA, else cpu) (default: %(default)s)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"data set, of {', '.join(DATASETS)} (default: the recipe's: {_recipe_default('dataset')})")
+    p.add_argument("--pairs", type=int, metavar="N",
+                   help=f"independently trained pairs per variant (default: {_recipe_default('pairs')})")
+    p.add_argument("--epochs", type=int, metavar="N", help=f"training epochs (default: {_recipe_default('epochs')})")
+    p.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on the first N training images, all of them when the data set has fewer "
+                        f"(default: {_recipe_default('train_subset')})")
+    p.add_argument("--variants", nargs="+", metavar="V",
+                   help=f"variants to train, of {', '.join(VARIANTS)}; standard also gives standard+rebasin "
+                        f"(default: all: {' '.join(VARIANTS)})")
+    p.add_argument("--points", type=int, metavar="N",
+                   help=f"evenly spaced points along each path; odd (default: {_recipe_default('points')})")
+    p.add_argument("--seed", type=int, help=f"seed of the pairs' inits and data orders (default: {_recipe_default('seed')})")
+    p.add_argument("--batchnorm-reset", action="store_true",
+                   help="re-estimate BatchNorm statistics on the training images at every point (default: off)")
     add_run_options(p)
     p.set_defaults(handler=_main)
+
+
+def _recipe_default(name: str) -> str:
+    """A field's value in the named recipes, for ``--help``: ``"3"`` or ``"25 (paper), 10 (cpu) for mlp-mnist-lmc; ..."``."""
+    shown = lambda v: "all" if v is None else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
+    values = {key: shown(getattr(setting, name)) for key, setting in LMC_SETTINGS.items()}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    by_arch: dict[str, dict[str, str]] = {}
+    for (arch, recipe), value in values.items():
+        by_arch.setdefault(arch, {})[recipe] = value
+    return "; ".join(f"{arch}: " + (next(iter(v.values())) if len(set(v.values())) == 1
+                                    else ", ".join(f"{value} ({recipe})" for recipe, value in v.items()))
+                     for arch, v in by_arch.items())
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -283,8 +324,7 @@ def _main(args: argparse.Namespace) -> int:
     setting = lmc_setting(args.arch, recipe, dataset=args.dataset, pairs=args.pairs, epochs=args.epochs,
                           train_subset=args.train_subset, points=args.points, seed=args.seed,
                           variants=tuple(args.variants) if args.variants else None)
-    log(args.quiet, f"lmc: {setting.arch} on {setting.dataset}, recipe '{recipe}': {setting.describe()}")
     report = run_lmc(setting, args.out, device=args.device, data_dir=args.data_dir, batchnorm=args.batchnorm_reset,
-                     quiet=args.quiet)
+                     quiet=args.quiet, recipe=recipe)
     print_report(args, report, markdown_table(report), f"{args.out}/lmc.json, lmc.md, lmc.png")
     return 0

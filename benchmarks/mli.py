@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from zoo.progress import progress_bar
 
 from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
 from generators.data import ImageData, load_images
@@ -61,6 +62,23 @@ def paired_indices(zoos: list[Zoo], models: int) -> list[int]:
     return sorted(common or ())[:models]
 
 
+def _fewer_models(zoos: list[Zoo], usable: int, asked: int) -> str:
+    """Why fewer models than ``--models`` are compared, in one line."""
+    stored = [sum(zoo.num_rows(split) for split in SPLITS) for zoo in zoos]
+    if len(zoos) == 1:
+        has = f"the zoo has {stored[0]:,} models"
+        if usable < stored[0]:
+            has += f", {usable:,} of them trained without divergence"
+    else:
+        sizes = (f"{stored[0]:,} models each" if len(set(stored)) == 1
+                 else " and ".join(f"{n:,}" for n in stored) + " models")
+        has = f"the zoos have {sizes}"
+        if usable < max(stored):
+            has += f", {usable:,} of the indices trained without divergence in every zoo"
+    which = "all" if usable == max(stored) else "those"
+    return f"{has}; using {which} {usable:,}, not the {asked:,} of --models"
+
+
 def _endpoints(zoo: Zoo, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial and final flat weights ``(n, P)`` of the models ``indices``, in that order."""
     where = {index: i for i, index in enumerate(indices)}
@@ -96,7 +114,7 @@ def _path_losses(zoo: Zoo, indices: list[int], data: ImageData, points: int, dev
     alphas = path_alphas(points)
     losses = np.empty((len(indices), points))
     per_pass = max(1, 64 // points)  # models evaluated together
-    with tqdm(total=len(indices), desc=f"mli {label}", unit="model", disable=quiet) as bar:
+    with progress_bar(total=len(indices), desc=f"mli {label}", unit="model", quiet=quiet) as bar:
         for first in range(0, len(indices), per_pass):
             chunk = range(first, min(first + per_pass, len(indices)))
             path = torch.cat([interpolate_weights(start[i], end[i], alphas) for i in chunk])
@@ -120,8 +138,13 @@ def run_mli(zoo_dirs: list[str | Path], out: str | Path, *, models: int = 300, p
     indices = paired_indices(zoos, models)
     if not indices:
         raise SpecError("no model index is stored without divergence in every zoo; nothing to compare")
+    if len(indices) < models:  # said even with --quiet: the comparison is smaller than asked for
+        print(f"mli: {_fewer_models(zoos, len(indices), models)}", file=sys.stderr)
     target = resolve_device(device)
     data = _zoo_data(zoos, data_dir, eval_examples).to(target)
+    if len(data.x_train) < eval_examples:
+        log(quiet, f"mli: the zoos were trained on {len(data.x_train):,} {data.name} training images; "
+                   f"measuring the loss on all {len(data.x_train):,} (--eval-examples {eval_examples:,})")
     path_alphas(points)  # odd and >= 3
     started = time.perf_counter()
     rows = {}
@@ -163,12 +186,18 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(report: dict[str, Any], path: Path) -> None:
+def _plot(report: dict[str, Any], path: Path) -> Any:
+    """The median relative loss path per zoo and a histogram of Δ; returns the (closed) figure."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     alphas = np.linspace(0, 1, report["points"])
     deltas = np.concatenate([[m["delta"] for m in row["models"]] for row in report["variants"].values()])
-    bins = np.linspace(deltas.min(), max(deltas.max(), 0.0), 31)  # shared by the variants
+    low, high = min(float(deltas.min()), 0.0), max(float(deltas.max()), 0.0)  # 0 (monotonic or not) in view
+    if high - low < 1e-12:
+        low, high = low - 0.5, high + 0.5
+    bins = np.linspace(low, high, 31)  # shared by the variants
     for i, (label, row) in enumerate(report["variants"].items()):
         curves = np.array([m["loss"] for m in row["models"]])
         relative = curves / curves[:, :1]
@@ -179,22 +208,43 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[0].set(xlabel="α (0 = init, 1 = trained)", ylabel="train loss / loss at init", title="median path (IQR band)")
     axes[1].axvline(0, color="grey", linewidth=0.8)
     axes[1].set(xlabel="Δ (max consecutive increase; ≤ 0 is monotonic)", ylabel="models", title="Δ per model")
+    # few x ticks, scientific offset for tiny ranges, tilted so long labels never run together;
+    # whole models on the count axis
+    axes[1].xaxis.set_major_locator(MaxNLocator(nbins=5))
+    axes[1].ticklabel_format(axis="x", style="sci", scilimits=(-3, 3), useOffset=False)
+    axes[1].tick_params(axis="x", labelrotation=30)
+    axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=8)
-    save_figure(fig, path, f"Monotonic linear interpolation: {report['models']} models per zoo on {report['dataset']}")
+    axes[1].legend(fontsize=8)
+    n = report["models"]
+    save_figure(fig, path, f"Monotonic linear interpolation: {n} model{'s' if n != 1 else ''} per zoo on {report['dataset']}")
+    return fig
 
 
 # -- command line ---------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mli", help="monotonic linear interpolation from init, across variants (Table 4)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--zoo", nargs="+", metavar="DIR", help="zoos to compare (paired zoos: same seed)")
-    source.add_argument("--preset", help=f"generate paired zoos of this preset first ({', '.join(ZOO_PRESETS)})")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--models", type=int, default=300, help="models per zoo (the same indices in each)")
+    source.add_argument("--zoo", nargs="+", metavar="DIR",
+                        help="zoo folders to compare, e.g. paired zoos of one preset and seed in different variants "
+                             "(this or --preset is required)")
+    source.add_argument("--preset", help="generate paired zoos of this preset in OUT/zoos first, one per --variants, "
+                                         f"--models models each, then compare them; of {', '.join(ZOO_PRESETS)} "
+                                         "(this or --zoo is required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for mli.json, mli.md and mli.png (required)")
+    p.add_argument("--models", type=int, default=300, metavar="N",
+                   help="models compared per zoo: the first N indices trained without divergence in every zoo "
+                        "(all of them when the zoos hold fewer, said on stderr); with --preset also the size of the "
+                        "generated zoos (default: %(default)s)")
     p.add_argument("--variants", nargs="+", default=["standard", "sigma_asym", "w_asym"], metavar="V",
-                   help="with --preset: the variants to generate")
-    p.add_argument("--points", type=int, default=25)
-    p.add_argument("--eval-examples", type=int, default=4096, metavar="N", help="training images the loss is measured on")
+                   help=f"with --preset: the variants to generate, of {', '.join(VARIANTS)} "
+                        "(default: standard sigma_asym w_asym)")
+    p.add_argument("--points", type=int, default=25, metavar="N",
+                   help="evenly spaced points on each path from init (α = 0) to trained (α = 1); odd, at least 3 "
+                        "(default: %(default)s)")
+    p.add_argument("--eval-examples", type=int, default=4096, metavar="N",
+                   help="training images the loss is measured on: the first N of those the zoos were trained on, "
+                        "all of them when there are fewer (default: %(default)s)")
     add_run_options(p)
     p.set_defaults(handler=_main)
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from generators.data import DATA_DIR_HELP
 from zoo.storage.files import atomic_write
 
 __all__ = ["environment", "summary", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
@@ -55,8 +56,8 @@ def save_figure(fig: Any, path: Path, title: str, dpi: int = 120) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options every experiment command shares: device, data folder, output format."""
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--data-dir", metavar="D", help="folder with the data set files (else $SYMZOO_DATA)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="D", help=DATA_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 

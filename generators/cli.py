@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
+from generators.data import DATA_DIR_HELP
 from generators.zoospec import ZOO_PRESETS, get_zoo_spec, load_zoo_spec
-from zoo.cli import print_json
-from zoo.errors import SpecError, SymzooError, os_error_message
+from zoo.cli import models_kept, print_json
+from zoo.errors import SpecError, SymzooError, interrupted_keeps, os_error_message
 from zoo.nets import VARIANTS
 
 if TYPE_CHECKING:
@@ -16,19 +17,24 @@ if TYPE_CHECKING:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("generate", help="train a zoo of networks into shards (resumable)")
+    p = commands.add_parser("generate", help="train a zoo of networks into shards (resumable)",
+                            description="Train a zoo of networks (each with its own sampled hyperparameters) and store "
+                                        "them in checksummed shards. Re-running the same command resumes the zoo; a "
+                                        "larger --n-models grows it. Unset options take the preset's or config's value.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help=f"zoo preset: {', '.join(ZOO_PRESETS)}")
     source.add_argument("--config", metavar="FILE", help="zoo spec YAML file")
     p.add_argument("--out", required=True, metavar="DIR", help="zoo directory (re-running resumes it)")
-    p.add_argument("--n-models", type=int, help="number of models (grows or resumes the zoo)")
-    p.add_argument("--variant", choices=VARIANTS)
+    p.add_argument("--n-models", type=int, metavar="N", help="number of models (default: the preset's, "
+                   "e.g. 1000 for digits-mlp); re-running with more grows the zoo")
+    p.add_argument("--variant", choices=VARIANTS, help="standard, w_asym or sigma_asym (default: the preset's, standard)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--batch-models", type=int, metavar="M", help="models trained together per step")
+    p.add_argument("--batch-models", type=int, metavar="M", help="models trained together per step "
+                   "and per shard (default: the preset's, e.g. 128 for digits-mlp)")
     p.add_argument("--workers", type=int, metavar="N", help="--engine local: worker processes (default: one per "
                    "CPU core with one torch thread each, or one per GPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: shards one after another here; ray: one Ray task per shard (pip install 'symzoo[ray]')")
+                   help="local: shards one after another here; ray: one Ray task per shard (in a clone: pip install -e '.[ray]')")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: the Ray cluster (host:port, ray://host:10001, "
                    "auto); default: $RAY_ADDRESS or a cluster started here with `ray start`, else a new local "
                    "instance; 'local' always starts a new one")
@@ -37,8 +43,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-shard", type=float, metavar="C", help="--engine ray: CPU cores (torch threads) per shard task (default 1)")
     p.add_argument("--max-retries", type=int, metavar="N", help="--engine ray: retries of a shard whose worker "
                    "dies or that raises (default 3)")
-    p.add_argument("--seed", type=int, help="zoo seed")
-    p.add_argument("--data-dir", metavar="D", help="folder with the data set files (else $SYMZOO_DATA)")
+    p.add_argument("--seed", type=int, help="zoo seed: model i's hyperparameters and init depend only on it and i, "
+                   "so zoos of different variants with one seed are paired row by row (default: the preset's, 0)")
+    p.add_argument("--data-dir", metavar="D", help=DATA_DIR_HELP)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
@@ -53,8 +60,9 @@ def _generate(args: argparse.Namespace) -> int:
     overrides = {"n_models": args.n_models, "variant": args.variant, "batch_models": args.batch_models, "seed": args.seed}
     spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        report = generate(spec, args.out, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
-                          autocast_bf16=args.bf16, engine=engine)
+        with interrupted_keeps(lambda: models_kept(args.out)):  # Ctrl-C: the models listed so far stay
+            report = generate(spec, args.out, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
+                              autocast_bf16=args.bf16, engine=engine)
     except OSError as err:  # e.g. a full disk, whose errors name no file: name the zoo
         raise SymzooError(os_error_message(err, args.out)) from None
     summary = {"zoo": str(report.out), "trained": report.trained, "already_stored": report.skipped,

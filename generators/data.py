@@ -85,6 +85,10 @@ class ImageData:
                          self.y_test.to(device), self.num_classes)
 
 
+DATA_DIR_HELP = ("folder with the data set files; looked for in this folder, then $SYMZOO_DATA, then "
+                 "~/.cache/symzoo/data (scikit-learn's digits need none)")
+
+
 def data_roots(data_dir: str | Path | None = None) -> list[Path]:
     """Where data files are looked for, in order."""
     roots = [Path(data_dir)] if data_dir else []

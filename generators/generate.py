@@ -27,7 +27,6 @@ from typing import Protocol
 
 import pyarrow as pa
 import torch
-from tqdm import tqdm
 
 from generators.data import ImageData, load_images
 from generators.execution import execution_for, train_per_model
@@ -35,6 +34,7 @@ from generators.recipe import Recipe
 from generators.trainer import CURVES, TrainProgress, TrainResult, train_batched
 from generators.zoospec import HyperparameterSpace, ZooSpec
 from zoo.errors import SpecError, SymzooError
+from zoo.progress import progress_bar
 from zoo.storage import Manifest, ModelRecord, ShardInfo, ZooMetadata, ZooSchema, ZooWriter
 from zoo.storage.files import DirectoryLock, crash_point, fsync_dir, refuse_symlink, sha256_of
 from zoo.storage.format import DATA_DIR
@@ -424,9 +424,9 @@ def generate(spec: ZooSpec, out: str | Path, *, device: str = "auto", data_dir: 
         start, diverged, written = time.perf_counter(), 0, 0
         fractions: dict[int, float] = {}  # shard key -> share of its models' epochs done
         finished = 0
-        with tqdm(total=len(todo), unit="model", disable=quiet or None, file=sys.stderr,
-                  desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True,
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]") as bar:
+        with progress_bar(total=len(todo), unit="model", quiet=quiet, file=sys.stderr,
+                          desc=f"{spec.name} ({spec.variant}, {label})", dynamic_ncols=True,
+                          bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]") as bar:
             def show() -> None:  # models done, counting shards under way by their epochs done
                 bar.n = finished + sum(fractions.values())
                 elapsed = time.perf_counter() - start

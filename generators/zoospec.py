@@ -190,6 +190,8 @@ def _small(lr: tuple[float, float], epochs: tuple[int, int]) -> dict[str, Any]:
 ZOO_PRESETS: dict[str, ZooSpec] = {
     "digits-mlp": ZooSpec(name="digits-mlp", arch="mlp-digits", dataset="digits", batch_models=128,
                           **_small(lr=(-4.0, -1.0), epochs=(1, 20))),
+    "digits-resnet": ZooSpec(name="digits-resnet", arch="resnet8-digits", dataset="digits", batch_models=64,
+                             **_small(lr=(-4.0, -1.5), epochs=(1, 10))),
     "mnist-mlp": ZooSpec(name="mnist-mlp", arch="mlp-mnist", dataset="mnist", train_subset=10_000,
                          **_small(lr=(-5.0, -2.0), epochs=(1, 10))),
     "mnist-cnn": ZooSpec(name="mnist-cnn", arch="cnn-mnist", dataset="mnist", train_subset=10_000,

@@ -63,6 +63,8 @@ class MetanetCheckpoint:
     ``normalizer`` is the (mean, std) the inputs were standardised with (train-split statistics,
     one entry per input), kept so that another zoo is standardised the same way; it is ``None``
     for a metanet trained without ``normalize``.
+    ``arch`` is the training zoo's architecture (``ArchSpec.to_dict()``), so that ``predict`` can
+    say when it scores a zoo of another variant; files written before it was kept have ``None``.
     The constructor checks the fields agree with each other, so a checkpoint that exists is usable.
     """
 
@@ -72,6 +74,7 @@ class MetanetCheckpoint:
     state_dict: dict[str, Tensor]
     normalizer: tuple[Tensor, Tensor] | None
     zoo: str
+    arch: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -84,8 +87,8 @@ class MetanetCheckpoint:
         tensors = {_STATE + name: value.detach().contiguous().clone() for name, value in self.state_dict.items()}
         if self.normalizer is not None:  # cloned: safetensors refuses tensors that share memory
             tensors[_MEAN], tensors[_STD] = (t.detach().contiguous().clone() for t in self.normalizer)
-        header = json.dumps({"config": asdict(self.config), "input_dim": self.input_dim, "view": self.view,
-                             "zoo": self.zoo})
+        fields = {"config": asdict(self.config), "input_dim": self.input_dim, "view": self.view, "zoo": self.zoo}
+        header = json.dumps(fields if self.arch is None else {**fields, "arch": self.arch})
         metadata = {"format": FORMAT, "version": str(VERSION), "metanet": header, "sha256": _digest(header, tensors)}
         atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -129,8 +132,10 @@ def _from_parts(metadata: dict[str, str], tensors: dict[str, Tensor]) -> Metanet
         header = json.loads(metadata.get("metanet", ""))
     except (ValueError, RecursionError):
         raise _Invalid("its 'metanet' header is not JSON") from None
-    if not isinstance(header, dict) or set(header) != {"config", "input_dim", "view", "zoo"}:
-        raise _Invalid("its 'metanet' header needs exactly the fields config, input_dim, view, zoo")
+    if not isinstance(header, dict) or set(header) - {"arch"} != {"config", "input_dim", "view", "zoo"}:
+        raise _Invalid("its 'metanet' header needs exactly the fields config, input_dim, view, zoo (and arch)")
+    if not isinstance(header.get("arch", {}), dict):
+        raise _Invalid("its 'arch' must be a mapping (an architecture spec)")
     if not _matches(header["input_dim"], int) or not _matches(header["view"], str) or not _matches(header["zoo"], str):
         raise _Invalid("input_dim must be an integer, view and zoo strings")
     state = {name[len(_STATE):]: value for name, value in tensors.items() if name.startswith(_STATE)}
@@ -143,7 +148,7 @@ def _from_parts(metadata: dict[str, str], tensors: dict[str, Tensor]) -> Metanet
             raise _Invalid("the normalizer needs both its mean and its std")
         normalizer = (tensors[_MEAN], tensors[_STD])
     return MetanetCheckpoint(_config(header["config"]), header["input_dim"], header["view"], state, normalizer,
-                             header["zoo"])
+                             header["zoo"], header.get("arch"))
 
 
 def _digest(header: str, tensors: dict[str, Tensor]) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +15,33 @@ from metanets.checkpoint import CHECKPOINT_FILE, CheckpointError, MetanetCheckpo
 from metanets.models import METANETS, get_metanet
 from metanets.train import TARGETS, MetanetConfig, evaluate, load_features, train_metanet
 from zoo.cli import can_write_in, print_json
-from zoo.errors import SpecError
+from zoo.errors import SpecError, interrupted_keeps
 from zoo.storage import SPLITS, open_zoo
 from zoo.storage.files import atomic_write_text
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetanetConfig)}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("metanet", help="train metanets that predict a zoo's accuracies from weights")
     sub = group.add_subparsers(dest="metanet_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="learning-rate search + K seeds; R² and Kendall τ")
-    p.add_argument("--zoo", required=True, metavar="DIR")
-    p.add_argument("--model", required=True, help=", ".join(METANETS))
-    p.add_argument("--target", default="test_acc", choices=TARGETS)
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lrs", type=float, nargs="+", help="learning-rate grid (default: the paper's)")
-    p.add_argument("--include-diverged", action="store_true")
+    p = sub.add_parser("train", help="learning-rate search + K seeds; R² and Kendall τ",
+                       description="Train a metanet to predict a property of each network of a zoo from its "
+                                   "weights, on the zoo's train split: the learning rate is chosen by validation "
+                                   "R², then --seeds runs report test R² and Kendall τ at their best-validation epoch.")
+    p.add_argument("--zoo", required=True, metavar="DIR", help="the zoo to train and evaluate on")
+    p.add_argument("--model", required=True, help="the metanet: " + ", ".join(METANETS))
+    p.add_argument("--target", default="test_acc", choices=TARGETS, help="what to predict (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=_DEFAULTS["seeds"], help="training runs at the chosen learning rate (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"], help="epochs per run (default: %(default)s)")
+    p.add_argument("--lrs", type=float, nargs="+", help="learning-rate grid (default: the paper's, "
+                   f"{' '.join(f'{lr:g}' for lr in _DEFAULTS['lrs'])})")
+    p.add_argument("--include-diverged", action="store_true", help="keep diverged networks (default: left out, counted)")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="standardise inputs with train-split statistics, per weight tensor "
-                        "(default: the metanet's protocol: on for statnn, gmn, nfn)")
+                        "(default: the metanet's protocol: on for statnn and gmn)")
     p.add_argument("--sigmoid", action=argparse.BooleanOptionalAction,
                    help="bound predictions to (0, 1) (accuracy targets; default: the metanet's protocol: on for gmn and nfn, as their authors train them)")
     p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
@@ -40,14 +49,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action="store_true",
                    help="permute each network's hidden units at random in every training batch")
     p.add_argument("--out", metavar="DIR", help="where results go (default ZOO/metanets/MODEL-TARGET)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("predict", help="score a zoo with a trained metanet")
+    p = sub.add_parser("predict", help="score a zoo with a trained metanet",
+                       description="Score every split of a zoo with a metanet written by 'metanet train' (R² and "
+                                   "Kendall τ per split), with the train-split normalisation it was trained with.")
     p.add_argument("--metanet", required=True, metavar="FILE", help=f"{CHECKPOINT_FILE} written by metanet train")
-    p.add_argument("--zoo", required=True, metavar="DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--zoo", required=True, metavar="DIR", help="a zoo of the architecture and variant it was trained on")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     p.set_defaults(handler=_predict)
 
 
@@ -62,11 +73,12 @@ def _train(args: argparse.Namespace) -> int:
     if not can_write_in(out):  # said now, not after the training it would throw away
         raise SpecError(f"{out}: cannot write the results there (read-only, or not a folder); "
                         "pass --out DIR to put them elsewhere")
-    run = train_metanet(args.zoo, config, quiet=args.quiet)
+    with interrupted_keeps(f"nothing is written to {out} until training ends; run the same command again"):
+        run = train_metanet(args.zoo, config, quiet=args.quiet)
     result, state, features = run.summary, run.best_state, run.features
     out.mkdir(parents=True, exist_ok=True)
     MetanetCheckpoint(config, result["input_dim"], result["view"], state, features.normalizer,
-                      str(args.zoo)).save(out / CHECKPOINT_FILE)
+                      str(args.zoo), features.arch.to_dict()).save(out / CHECKPOINT_FILE)
     model = features.build(config.sigmoid)
     model.load_state_dict(state)
     pred, _ = evaluate(model, features, "test")
@@ -91,11 +103,16 @@ def _predict(args: argparse.Namespace) -> int:
     saved = MetanetCheckpoint.load(args.metanet)
     config = saved.config
     entry = get_metanet(config.model)
-    features = load_features(open_zoo(args.zoo), entry, config.target, config.include_diverged, saved.normalizer,
+    zoo = open_zoo(args.zoo)
+    features = load_features(zoo, entry, config.target, config.include_diverged, saved.normalizer,
                              normalize=False)  # only the saved normalizer: the train split's, not this zoo's
+    mismatch = _arch_mismatch(saved.arch, zoo.spec.to_dict())
     if features.input_dim != saved.input_dim:
-        raise SpecError(f"{args.zoo}: metanet reads {saved.input_dim} inputs but this zoo gives {features.input_dim}; "
-                        "it needs a zoo of the same architecture")
+        raise SpecError(f"{args.zoo}: the metanet reads {saved.input_dim} inputs but this zoo gives {features.input_dim}"
+                        f"{f' ({mismatch})' if mismatch else ''}; predict on a zoo of the architecture and variant "
+                        "it was trained on")
+    if mismatch:
+        print(f"symzoo: warning: {mismatch}; the scores measure transfer to another kind of network", file=sys.stderr)
     model = features.build(config.sigmoid)
     try:
         model.load_state_dict(saved.state_dict)
@@ -111,6 +128,16 @@ def _predict(args: argparse.Namespace) -> int:
             if split in report:
                 print(f"{split:<11} R² {report[split]['r2']:.4f}   Kendall τ {report[split]['kendall_tau']:.4f}")
     return 0
+
+
+def _arch_mismatch(trained: dict[str, Any] | None, here: dict[str, Any]) -> str | None:
+    """How the zoo a metanet was trained on differs from ``here``, in words; ``None`` when it does
+    not (or when the metanet file predates recording it)."""
+    if trained is None or trained == here:
+        return None
+    if trained.get("variant") != here.get("variant"):
+        return f"it was trained on a {trained.get('variant')} zoo, this zoo is {here.get('variant')}"
+    return f"it was trained on a {trained.get('family')} zoo of another architecture than this {here.get('family')} zoo"
 
 
 def _scatter(pred: np.ndarray, true: np.ndarray, path: Path, title: str, target: str) -> None:

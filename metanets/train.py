@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
+from zoo.progress import progress_bar
 
 from metanets.augment import AUGMENTABLE_VIEWS, PermutationAugmenter
 from metanets.models import MetanetContext, MetanetEntry, get_metanet
@@ -250,8 +250,8 @@ def train_metanet(zoo_path: str | Path, config: MetanetConfig, quiet: bool = Fal
         raise SpecError(f"{zoo_path}: each split needs at least 2 usable models to train and evaluate a metanet, "
                         f"found {', '.join(f'{s} {n}' for s, n in counts.items())}; generate more models")
     runs = len(config.lrs) + config.seeds
-    with tqdm(total=runs, desc=f"{config.model} on {Path(zoo_path).name}", unit="run", disable=quiet or None,
-              file=sys.stderr) as bar:
+    with progress_bar(total=runs, desc=f"{config.model} on {Path(zoo_path).name}", unit="run", quiet=quiet,
+                      file=sys.stderr) as bar:
         search = {}
         for lr in config.lrs:
             search[lr] = _fit(features, config, lr, seed=0)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -220,7 +221,10 @@ def test_bench_bnn_end_to_end_writes_its_files_and_resumes(tmp_path, capsys, mon
     for run in report["runs"]:
         assert run["status"] == "ok" and len(run["curves"]["test_acc"]) == 2
         assert run["early_acc"] == run["curves"]["test_acc"][0]
-    for name in ("bnn.json", "bnn.md", "runs/mlp8-standard-0.json", "runs/mlp8-w_asym-0.json"):
+    # each run's file is named by its settings: runs with other settings in this folder sit beside it
+    assert [re.sub("[0-9a-f]{10}", "H", run["file"]) for run in report["runs"]] == [
+        "runs/mlp8-digits-standard-seed0-H.json", "runs/mlp8-digits-w_asym-seed0-H.json"]
+    for name in ("bnn.json", "bnn.md", *(run["file"] for run in report["runs"])):
         assert (out / name).stat().st_size > 0
     assert (out / "bnn.png").read_bytes()[:4] == b"\x89PNG"
     assert "| mlp8 | w_asym | 1,462 |" in (out / "bnn.md").read_text()

@@ -226,3 +226,35 @@ def test_a_checkpoint_written_before_the_normalize_option_reads_as_it_was_traine
 
     _rewrite(path, legacy, edit_header=drop_options)
     assert MetanetCheckpoint.load(legacy).config == saved.config
+
+
+@pytest.fixture(scope="module")
+def w_asym_zoo_dir(tmp_path_factory) -> Path:
+    from generators.generate import generate
+    from generators.zoospec import get_zoo_spec
+
+    out = tmp_path_factory.mktemp("checkpoint") / "digits-wasym"
+    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=24, variant="w_asym"), out, quiet=True)
+    return out
+
+
+def test_predict_names_the_variant_a_metanet_was_trained_on(trained, w_asym_zoo_dir, capsys):
+    path, _ = trained
+    saved = MetanetCheckpoint.load(path)
+    assert saved.arch["variant"] == "standard" and saved.arch["family"] == "mlp"
+    code, out, err = _predict(path, w_asym_zoo_dir, capsys)
+    if saved.config.model == "statnn":  # per-tensor statistics fit any variant: scored, with a warning
+        assert code == 0 and json.loads(out)["test"]
+        assert "warning: it was trained on a standard zoo, this zoo is w_asym" in err and err.count("\n") == 1
+    else:  # the trainable entries differ in number: refused, naming both variants
+        assert code == 2 and out == ""
+        assert "trained on a standard zoo, this zoo is w_asym" in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_written_before_the_arch_was_kept_still_predicts(trained, zoo_dir, tmp_path, capsys):
+    path, result = trained
+    legacy = tmp_path / "legacy.safetensors"
+    _rewrite(path, legacy, edit_header=lambda header: header.pop("arch"))
+    assert MetanetCheckpoint.load(legacy).arch is None
+    code, out, err = _predict(legacy, zoo_dir, capsys)
+    assert code == 0 and "warning" not in err

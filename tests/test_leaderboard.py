@@ -106,3 +106,19 @@ def test_an_augmented_column_reads_another_columns_zoo_and_skips_invariant_metan
     assert "— (invariant)" in (tmp_path / "board" / "leaderboard.md").read_text()
     with pytest.raises(SpecError, match="must name an earlier zoo"):
         BenchConfig("x", (ZooEntry("aug", of="standard", augment=True),), config.metanets)
+
+
+def test_a_shrunk_config_is_a_smoke_run_and_never_reuses_cells_of_another_size(tmp_path):
+    config = small_config()
+    smoke = config.shrunk(n_models=24, seeds=1, epochs=1)
+    assert [z.zoo_spec().n_models for z in smoke.zoos] == [24, 24]
+    assert [(m.seeds, m.epochs, m.lrs) for m in smoke.metanets] == [(1, 1, (1e-3,)), (1, 1, (1e-3,))]
+    assert smoke.zoos[1].zoo_spec().variant == "w_asym"  # other overrides are kept
+    assert config.shrunk() == config
+    with pytest.raises(SpecError, match="seeds 0: expected a positive number"):
+        config.shrunk(seeds=0)
+    out = tmp_path / "board"
+    zoos = (ZooEntry("standard", preset="digits-mlp", overrides=QUICK),)
+    run_bench(BenchConfig("one", zoos, config.metanets[:1]), out, quiet=True)
+    with pytest.raises(SpecError, match=r"standard__statnn.json: trained with other settings \(seeds 2 \(now 1\)"):
+        run_bench(BenchConfig("one", zoos, config.metanets[:1]).shrunk(seeds=1), out, quiet=True)

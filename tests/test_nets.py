@@ -15,6 +15,10 @@ EXPECTED_COUNTS = {
     ("resnet8", "w_asym"): (78_042, 60_634, 17_408),
     ("resnet8", "sigma_asym"): (78_042 + 11_008, 78_042, 11_008),
     ("resnet8-small", "standard"): (59_944, 59_944, 0),
+    ("resnet8-digits", "standard"): (5_142, 5_142, 0),
+    ("resnet8-digits", "w_asym"): (5_142, 4_030, 1_112),
+    ("resnet8-digits", "sigma_asym"): (5_142 + 688, 5_142, 688),  # FiGLU: 4² + 2·4² + 2·8² + 2·16²
+    ("resnet8-digits-small", "standard"): (4_089, 4_089, 0),
     ("resnet20", "standard"): (272_474, 272_474, 0),
     ("resnet20", "w_asym"): (272_474, 230_026, 42_448),
     ("mlp-mnist-lmc", "standard"): (935_434, 935_434, 0),
@@ -47,6 +51,16 @@ def test_resnet8_w_asym_stem_is_fully_fixed_and_layers_converted():
     assert isinstance(model.head, WAsymLinear) and ((~model.head.mask).sum(1) == 8).all()
     assert model.stages[1][0].conv1.mask_type == "filter_random_subsets"
     assert all(float(m.kappa) == 2.0 for m in model.modules() if hasattr(m, "kappa"))
+
+
+def test_resnet8_digits_w_asym_fixes_the_same_fraction_of_each_layer_as_resnet8():
+    def fixed_fractions(name):
+        model = get_arch(name, "w_asym").build()
+        return {n: float((~b).float().mean()) for n, b in model.named_buffers() if n.endswith("mask")}
+
+    paper, digits = fixed_fractions("resnet8"), fixed_fractions("resnet8-digits")
+    assert paper == digits and len(digits) == 10
+    assert digits["stem.layer.mask"] == 1.0 and digits["head.mask"] == 1 / 8
 
 
 def test_sigma_asym_replaces_every_activation_with_figlu():

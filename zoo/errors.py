@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class SymzooError(Exception):
@@ -13,6 +15,25 @@ class SymzooError(Exception):
 
 class SpecError(SymzooError, ValueError):
     """An architecture or zoo specification is invalid (unknown name, bad field, infeasible setting)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted command keeps and how to resume it (one sentence): the
+    command line prints it as ``symzoo: interrupted: MESSAGE`` and exits with status 130. Still a
+    ``KeyboardInterrupt``, so code that cleans up on Ctrl-C sees it as one."""
+
+
+@contextmanager
+def interrupted_keeps(message: str | Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :class:`Interrupted` saying ``message`` (a callable is asked
+    only then, so it can count what is on disk at that moment). An :class:`Interrupted` raised
+    deeper, which knows more, passes unchanged."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(message() if callable(message) else message) from None
 
 
 # -- one-line messages --------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from zoo.errors import SymzooError, one_line, os_error_message
+from zoo.errors import Interrupted, SymzooError, one_line, os_error_message
 
-__all__ = ["main", "build_parser", "print_json", "can_write_in"]
+__all__ = ["main", "build_parser", "print_json", "can_write_in", "models_kept"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,10 +63,35 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def models_kept(zoo_dir: str | Path) -> str:
+    """What an interrupted ``generate`` or ``import`` keeps: the models ``zoo.json`` lists now."""
+    from zoo.storage.format import MANIFEST
+    from zoo.storage.manifest import Manifest
+
+    resume = "run the same command again to resume"
+    if not (Path(zoo_dir) / MANIFEST).is_file():
+        return f"no model was stored in {zoo_dir} yet; {resume}"
     try:
+        n = Manifest.load(Path(zoo_dir)).rows()
+    except Exception:  # noqa: BLE001 - a damaged zoo.json is for `verify` to report, not this line
+        return f"the models stored in {zoo_dir} are kept; {resume}"
+    return f"{n:,} model{'s' if n != 1 else ''} stored in {zoo_dir} {'are' if n != 1 else 'is'} kept; {resume}"
+
+
+# Ctrl-C in a command that does not say what it keeps (by raising ``Interrupted``).
+INTERRUPTED = "stopped before the command finished; run the same command again"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``symzoo argv``; returns the exit status. Bad input: one line, status 2. Ctrl-C: one
+    line saying what is kept and how to resume (the command's :class:`Interrupted`), status 130."""
+    try:
+        args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt as err:
+        reason = str(err) if isinstance(err, Interrupted) and str(err) else INTERRUPTED
+        print(f"symzoo: interrupted: {one_line(reason)}", file=sys.stderr)
+        return 130
     except SymzooError as err:
         print(f"symzoo: error: {one_line(str(err))}", file=sys.stderr)
         return 2

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.cli import can_write_in, print_json
-from zoo.errors import SpecError, SymzooError, os_error_message
+from zoo.cli import can_write_in, models_kept, print_json
+from zoo.errors import SpecError, SymzooError, interrupted_keeps, os_error_message
 from zoo.storage import SPLITS, open_zoo
 from zoo.storage.format import STATUSES
 
@@ -23,26 +23,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
 
     p = commands.add_parser("verify", help="check checksums, schema, row counts, ids and weights lengths")
-    p.add_argument("zoo", metavar="DIR")
+    p.add_argument("zoo", metavar="DIR", help="zoo directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_verify)
 
     p = commands.add_parser("export", help="convert a zoo to another format")
-    p.add_argument("zoo", metavar="DIR")
-    p.add_argument("--format", choices=["hdf5"], required=True)
-    p.add_argument("--out", metavar="FILE", required=True)
+    p.add_argument("zoo", metavar="DIR", help="zoo directory")
+    p.add_argument("--format", choices=["hdf5"], required=True, help="the format to write (hdf5: one file)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (a new file)")
     p.set_defaults(handler=_export)
 
     p = commands.add_parser("repair", help="quarantine damaged or foreign shards (then rerun generate/import to "
                             "make their models again); rebuild a lost zoo.json from the shards")
-    p.add_argument("zoo", metavar="DIR")
+    p.add_argument("zoo", metavar="DIR", help="zoo directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_repair)
 
     p = commands.add_parser("import", help="convert an existing public zoo into a symzoo zoo")
     p.add_argument("source", choices=["seed-pt", "small-cnn-zoo"], help="format of SRC")
     p.add_argument("src", metavar="SRC", help="folder of the zoo to import")
-    p.add_argument("--out", metavar="DIR", required=True)
+    p.add_argument("--out", metavar="DIR", required=True, help="the symzoo zoo to write (re-running resumes it)")
     p.set_defaults(handler=_import)
 
 
@@ -196,6 +196,7 @@ def _import(args: argparse.Namespace) -> int:
     from zoo.storage import importers
 
     run = {"seed-pt": importers.import_seed_pt, "small-cnn-zoo": importers.import_small_cnn_zoo}[args.source]
-    out = run(args.src, args.out)
+    with interrupted_keeps(lambda: models_kept(args.out)):  # Ctrl-C: the models listed so far stay
+        out = run(args.src, args.out)
     print(f"imported {open_zoo(out).num_rows():,} models into {out}")
     return 0

@@ -36,6 +36,16 @@ _RESNET8_W_ASYM = WAsymSpec(
     layers={"head": _subsets(8, 2.0)},
 )
 
+# resnet8's topology on scikit-learn's 8x8 digits at stage widths 4/8/16. n_fix = 2 everywhere
+# fixes the same *fraction* of each layer as resnet8's n_fix = 8 at 16/32/64 (1/2, 1/4, 1/8 of a
+# conv's input channels; 2 of the head's 16 inputs); the 1-channel stem is fully fixed, as
+# resnet8's 3-channel one is. kappa = 2 as in the paper.
+_RESNET8_DIGITS_W_ASYM = WAsymSpec(
+    default=LayerAsym(n_fix=2, kappa=2.0, mask_type="filter_random_subsets"),
+    layers={"head": _subsets(2, 2.0)},
+)
+_RESNET8_DIGITS = dict(depth=8, base_channels=(4, 8, 16), in_channels=1, image_size=8, w_asym=_RESNET8_DIGITS_W_ASYM)
+
 # ResNet20 of the paper's LMC experiment (docs/PAPER.md §2).
 _RESNET20_W_ASYM = WAsymSpec(
     layers={
@@ -77,6 +87,17 @@ _PRESET_LIST = [
         MLPSpec(in_features=784, widths=(512, 512, 512), out_features=10, layer_norm=True,
                 activation="gelu", w_asym=_mlp_w_asym((64, 1.0), (64, 1.0), (64, 0.5), (256, 0.25))),
         "MLP 784-512-512-512-10, LayerNorm + GELU, of the paper's MNIST LMC runs: 935,434 params",
+    ),
+    ArchPreset(
+        "resnet8-digits",
+        ResNetSpec(**_RESNET8_DIGITS),
+        "resnet8's topology (GroupNorm, one BasicBlock per stage) for 8x8 digits, stage channels "
+        "4/8/16: 5,142 params (W-Asym: 4,030 trainable)",
+    ),
+    ArchPreset(
+        "resnet8-digits-small",
+        ResNetSpec(**_RESNET8_DIGITS, width=0.875),
+        "resnet8-digits at width 0.875 (4/7/14 channels): 4,089 params, about the W-Asym trainable count",
     ),
     ArchPreset(
         "mlp-digits",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from zoo.progress import progress_bar
 from zoo.storage.manifest import ZooFormatError
 from zoo.storage.writer import ModelRecord, ZooWriter
 
@@ -44,7 +44,7 @@ def write_models(writer: ZooWriter, indices: Sequence[int],
     stored = writer.stored_indices
     pending = [i for i in indices if i not in stored]
     per_shard = max(1, SHARD_BYTES // (4 * writer.layout.size))
-    with tqdm(total=len(pending), desc=desc, unit="model", disable=None, file=sys.stderr) as bar:
+    with progress_bar(total=len(pending), desc=desc, unit="model", file=sys.stderr) as bar:
         for start in range(0, len(pending), per_shard):
             batch = []
             for record in records(pending[start : start + per_shard]):
