@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 
+from benchmarks import bnn, lmc, mli
 from benchmarks.leaderboard import BenchConfig, MetanetSetting, ZooEntry, load_bench_config, markdown_table, run_bench
 from zoo.errors import interrupted_keeps
 from zoo.workers import cpu_cores
@@ -23,7 +23,7 @@ QUICKSTART = BenchConfig(
 )
 
 # The paper's experiments: each module adds its ``symzoo bench NAME`` action with ``register(sub)``.
-EXPERIMENT_MODULES = ("benchmarks.lmc", "benchmarks.mli", "benchmarks.bnn")
+EXPERIMENTS = (lmc, mli, bnn)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=lambda args: _run(load_bench_config(args.config).shrunk(args.n_models, args.seeds, args.epochs),
                                              Path(args.out), args.quiet, args.jobs))
-    for name in EXPERIMENT_MODULES:
-        importlib.import_module(name).register(sub)
+    for experiment in EXPERIMENTS:
+        experiment.register(sub)
 
     p = commands.add_parser("quickstart", help="generate paired digits zoos and rank metanets on them (offline)",
                             description="The paper's claim in about a minute, offline: generate paired zoos of 600 "

@@ -81,10 +81,11 @@ def _train(args: argparse.Namespace) -> int:
                       str(args.zoo), features.arch.to_dict()).save(out / CHECKPOINT_FILE)
     model = features.build(config.sigmoid)
     model.load_state_dict(state)
-    pred, _ = evaluate(model, features, "test")
+    pred, shown = evaluate(model, features, "test")
+    seeds = f"the best-validation seed of {config.seeds}" if config.seeds > 1 else "1 seed"
     _scatter(pred, features.targets["test"].numpy(), out / "scatter.png",
-             f"{args.model} on {Path(args.zoo).name}: test R² {result['test']['r2']:.3f}, τ {result['test']['kendall_tau']:.3f}",
-             args.target)
+             f"{args.model} on {Path(args.zoo).name}, {len(pred):,} test models ({seeds}):\n"
+             f"R² {shown['r2']:.3f}, Kendall τ {shown['kendall_tau']:.3f}", args.target)
     result["files"] = {"results": str(out / "results.json"), "scatter": str(out / "scatter.png"),
                        "metanet": str(out / CHECKPOINT_FILE)}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))

@@ -1,7 +1,7 @@
 """Every bad input: one line ``symzoo: error: ...`` on stderr, exit status 2, no traceback, and
 nothing already written lost (issue 14, section 6; and the bench config's zoo names, section 5).
 
-Commands run in-process through ``zoo.cli.main``. Read-only folders are simulated (see
+Commands run in-process through ``symzoo.cli.main``. Read-only folders are simulated (see
 ``read_only``): the tests run as root in CI, and root writes through permission bits.
 """
 
@@ -22,7 +22,7 @@ import yaml
 
 from generators.generate import generate
 from generators.zoospec import get_zoo_spec
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.layout import ParamLayout
 from zoo.nets import VARIANTS, get_arch
 from zoo.nets.presets import preset_names

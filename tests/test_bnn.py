@@ -16,7 +16,7 @@ from generators.variational import (
     expected_calibration_error,
 )
 from zoo import CNNSpec, LayerAsym, MLPSpec, SpecError, WAsymSpec, get_arch
-from zoo.cli import main
+from symzoo.cli import main
 
 
 def tiny_mlp(variant: str = "w_asym") -> MLPSpec:

@@ -18,7 +18,7 @@ from benchmarks import bnn, lmc, mli
 from benchmarks.report import add_run_options
 from generators.generate import generate
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
-from zoo.cli import main
+from symzoo.cli import main
 
 TINY = ["bench", "bnn", "--settings", "mlp8", "--dataset", "digits", "--full-train", "--depth", "2", "--width", "16",
         "--epochs", "2", "--instances", "1", "--batch-size", "128", "--samples", "3", "--curve-samples", "2",

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from metanets.checkpoint import CHECKPOINT_FILE, CheckpointError, MetanetCheckpoint
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.errors import SymzooError, one_line
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from zoo.cli import main
+from symzoo.cli import main
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -17,7 +17,7 @@ def run_json(capsys, *argv: str) -> dict:
 
 def symzoo_command() -> list[str]:
     exe = shutil.which("symzoo")
-    return [exe] if exe else [sys.executable, "-m", "zoo.cli"]
+    return [exe] if exe else [sys.executable, "-m", "symzoo"]
 
 
 def test_arch_list(capsys):

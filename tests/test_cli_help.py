@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from zoo.cli import build_parser
+from symzoo.cli import build_parser
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

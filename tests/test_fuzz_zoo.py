@@ -22,7 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.errors import SymzooError
 from zoo.storage import SPLITS, Manifest, load, open_zoo
 

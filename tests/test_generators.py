@@ -192,7 +192,7 @@ def small_config(tmp_path: Path, n_models: int, epochs: int = 2) -> Path:
 
 
 def symzoo(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
+    return subprocess.run([sys.executable, "-m", "symzoo", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
 def test_generate_end_to_end_and_grow(tmp_path):
@@ -219,7 +219,7 @@ def test_generate_end_to_end_and_grow(tmp_path):
 def test_generate_survives_kill_9_and_resumes_and_refuses_a_second_writer_meanwhile(tmp_path):
     config = small_config(tmp_path, 48, epochs=3)
     out = tmp_path / "zoo"
-    args = [sys.executable, "-m", "zoo.cli", "generate", "--config", str(config), "--out", str(out), "--quiet"]
+    args = [sys.executable, "-m", "symzoo", "generate", "--config", str(config), "--out", str(out), "--quiet"]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:

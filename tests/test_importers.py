@@ -422,7 +422,7 @@ def test_seed_pt_rejects_a_folder_of_mixed_variants(tmp_path):
 
 
 def test_import_command_line(tmp_path, capsys):
-    from zoo.cli import main
+    from symzoo.cli import main
 
     save_models(tmp_path / "resnet8", {i: paper_state("w_asym", seed=i, masks=paper_masks()) for i in range(3)})
     assert main(["import", "seed-pt", str(tmp_path / "resnet8"), "--out", str(tmp_path / "paper")]) == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.storage import SPLITS, Manifest, ZooFormatError, load, open_zoo
 from zoo.storage.verify import verify_zoo
 

@@ -14,7 +14,7 @@ from generators.generate import generate
 from generators.recipe import Recipe
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
 from zoo import ParamLayout, get_arch, permutation_spec, permute_state_dict, random_permutations
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.interpolation import (
     InterpolationCurve,
     evaluate_weights,

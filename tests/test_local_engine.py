@@ -11,7 +11,7 @@ from benchmarks.engine_overhead import zoo_files
 from generators.data import load_images
 from generators.generate import LocalEngine, generate
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.storage.verify import verify_zoo
 
 

@@ -91,7 +91,7 @@ def test_training_on_a_real_zoo_beats_the_untrained_metanet(digits_zoo, model):
 def test_metanet_command_line_train_and_predict(digits_zoo, tmp_path, capsys):
     import json
 
-    from zoo.cli import main
+    from symzoo.cli import main
 
     out = tmp_path / "run"
     args = ["metanet", "train", "--zoo", str(digits_zoo), "--model", "deepsets", "--seeds", "1", "--epochs", "3",

@@ -21,7 +21,7 @@ import tqdm.std
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
 import zoo.cli.storage
 import zoo.storage.files
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.errors import interrupted_keeps
 from zoo.progress import progress_bar
 from zoo.storage import open_zoo

@@ -19,7 +19,7 @@ import pytest
 from benchmarks.engine_overhead import zoo_files
 from generators.generate import ShardsFailed, generate
 from generators.zoospec import Dist, HyperparameterSpace, get_zoo_spec
-from zoo.cli import main
+from symzoo.cli import main
 from zoo.storage import Manifest, model_id_of
 from zoo.storage.verify import verify_zoo
 
@@ -101,7 +101,7 @@ class WorkerKiller(threading.Thread):
 
 
 def symzoo(*args: str) -> list[str]:
-    return [sys.executable, "-m", "zoo.cli", *args]
+    return [sys.executable, "-m", "symzoo", *args]
 
 
 # -- without a Ray session ----------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def test_the_readme_runs_top_to_bottom(tmp_path):
                 continue
             argv = smoke(shlex.split(line), data)
             assert argv[0] == "symzoo", line
-            result = subprocess.run([sys.executable, "-m", "zoo.cli", *argv[1:]], cwd=tmp_path, env=env,
+            result = subprocess.run([sys.executable, "-m", "symzoo", *argv[1:]], cwd=tmp_path, env=env,
                                     capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, f"README command failed: {line}\nran: {argv}\n{result.stderr[-3000:]}"
             ran.append(line)

@@ -284,7 +284,7 @@ def test_shard_with_another_schema_is_named(zoo_copy, tmp_path):
 
 
 def test_cli_info_verify_export(zoo_copy, tmp_path, capsys):
-    from zoo.cli import main
+    from symzoo.cli import main
 
     assert main(["info", str(zoo_copy), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
