@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from zoo.progress import progress_bar
 
-from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary, summary_text
 from generators.data import DATASETS, ImageData, load_images
-from generators.generate import resolve_device
 from generators.recipe import Augment
 from generators.variational import POSTERIORS, PosteriorConfig, VITrainConfig, fit_variational
+from zoo.device import resolve_device
 from zoo.errors import SpecError
-from zoo.nets import VARIANTS, ArchSpec, LayerAsym, MLPSpec, WAsymSpec, get_arch
+from zoo.nets import VARIANTS, ArchSpec, LayerAsym, MLPSpec, WAsymSpec, check_variant, get_arch
 from zoo.storage.files import atomic_write_text
 
 __all__ = ["BNNSetting", "BNN_SETTINGS", "run_bnn", "run_file_name", "markdown_table"]
@@ -205,12 +205,11 @@ def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int, see
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
-    if n is None:
-        return data
-    if n > len(data.x_train):
+    """The first ``n`` training images; unlike a zoo, a BNN setting refuses more than there are."""
+    if n is not None and n > len(data.x_train):
         raise SpecError(f"bnn: --train-subset {n} exceeds the {len(data.x_train):,} training images of {data.name}; "
                         "pass --full-train or a smaller --train-subset")
-    return dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    return data.subset(train=n)
 
 
 def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str, ...] = ("standard", "w_asym"),
@@ -220,9 +219,8 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
     ``bnn.png`` (learning curves) in ``out``; return the report."""
     if instances < 1:
         raise SpecError(f"bnn: --instances must be >= 1, got {instances}")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SpecError(f"bnn: variant '{unknown[0]}' is unknown; expected some of {', '.join(VARIANTS)}")
+    for variant in variants:
+        check_variant(variant, source="bnn")
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
@@ -287,10 +285,6 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
 
 
 # -- reports --------------------------------------------------------------------------------------
-def _fmt(cell: dict[str, float] | None, digits: int = 3) -> str:
-    return "—" if cell is None else f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
-
-
 def markdown_table(report: dict[str, Any]) -> str:
     """The results beside the paper's Table 2 accuracies, one line per (setting, variant)."""
     intro = f"Variational BNNs: test metrics with the posterior predictive (mean ± std over {report['instances']} instances)."
@@ -304,8 +298,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         note = f" ({row['diverged']} diverged)" if row["diverged"] else ""
         paper = row["paper_test_acc"]
         paper = "—" if paper is None else f"{paper:.3f} ({PAPER_NOTE.get(row['setting'], '')})"
-        lines.append(f"| {row['setting']} | {row['variant']}{note} | {row['trainable_params']:,} | {_fmt(row['test_acc'])} | "
-                     f"{_fmt(row['test_nll'])} | {_fmt(row['test_ece'])} | {_fmt(row['early_acc'])} ({s['early_epoch']}) "
+        lines.append(f"| {row['setting']} | {row['variant']}{note} | {row['trainable_params']:,} | {summary_text(row['test_acc'])} | "
+                     f"{summary_text(row['test_nll'])} | {summary_text(row['test_ece'])} | {summary_text(row['early_acc'])} ({s['early_epoch']}) "
                      f"| {paper} |")
     return "\n".join(lines) + "\n"
 

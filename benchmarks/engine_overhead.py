@@ -36,10 +36,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.trainer_speed import machine
-from generators.generate import LocalEngine, generate
+from generators.engines import LocalEngine
+from generators.generate import generate
 from generators.ray_engine import RayEngine, import_ray
 from generators.zoospec import ZooSpec, get_zoo_spec
+from zoo.environment import machine_record
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "ratio_vs_local": round(best / local["seconds"], 3)})
     return {"preset": args.preset, "models": spec.n_models, "batch_models": spec.batch_models,
             "shards": -(-spec.n_models // spec.batch_models), "repeats": args.repeats, "runs": runs,
-            "identical_zoos": identical, "ray": ray.__version__, "machine": machine(),
+            "identical_zoos": identical, "ray": ray.__version__, "machine": machine_record(),
             "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
 
 

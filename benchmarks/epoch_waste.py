@@ -34,11 +34,12 @@ import time
 
 import torch
 
-from benchmarks.trainer_speed import machine, synthetic
+from benchmarks.trainer_speed import synthetic
 from generators.data import load_images
-from generators.generate import resolve_device
 from generators.trainer import train_batched
 from generators.zoospec import get_zoo_spec
+from zoo.device import resolve_device
+from zoo.environment import machine_record
 
 
 def main() -> None:
@@ -60,9 +61,7 @@ def main() -> None:
     spec = dataclasses.replace(get_zoo_spec(args.preset), variant=args.variant)
     arch, device, m = spec.arch_spec(), resolve_device(args.device), args.models or spec.batch_models
     data = synthetic(spec.dataset) if args.synthetic else load_images(spec.dataset, args.data_dir)
-    subset = args.train_subset or spec.train_subset
-    if subset:
-        data = dataclasses.replace(data, x_train=data.x_train[:subset].clone(), y_train=data.y_train[:subset].clone())
+    data = data.subset(train=args.train_subset or spec.train_subset)
     real = [spec.job(i) for i in range(m)]
     epochs = [job.epochs for job in real]
     fixed_epochs = args.fixed_epochs or max(1, round(sum(epochs) / m))
@@ -104,7 +103,7 @@ def main() -> None:
         "model_epochs_per_cpu_second": {k: round(v, 3) for k, v in cpu_rate.items()}, "cpu_ratio": round(cpu_ratio, 3),
         "old_ratio_estimate": round(old_ratio, 3),
         "old_model_epochs_per_second_estimate": round(rate["fixed"] * old_ratio, 3),
-        "load_average": [round(load_before, 2), round(load_after, 2)], "machine": machine(),
+        "load_average": [round(load_before, 2), round(load_after, 2)], "machine": machine_record(),
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -248,11 +248,6 @@ def synthetic_data(dataset: str, n_train: int, n_test: int, device: torch.device
     return ImageData(f"synthetic-{dataset}", x_train, y_train, x_test, y_test, classes)
 
 
-def _subset(data: ImageData, n_train: int, n_test: int) -> ImageData:
-    return dataclasses.replace(data, x_train=data.x_train[:n_train].clone(), y_train=data.y_train[:n_train].clone(),
-                               x_test=data.x_test[:n_test].clone(), y_test=data.y_test[:n_test].clone())
-
-
 def check_jobs(n: int, epochs: int) -> list[TrainJob]:
     """The jobs of tests/test_generators.py: spread learning rates, decays, smoothing, epochs."""
     return [TrainJob(i, 1000 + i, 10 ** -(1.5 + 0.5 * (i % 3)), 10 ** -(1 + i % 4), 0.05 * (i % 4), epochs + i % 2)
@@ -318,7 +313,7 @@ def _deviation(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> tu
 
 def _digits(cfg: GpuCheckConfig) -> ImageData:
     data = load_images("digits")
-    return _subset(data, *cfg.digits_subset) if cfg.digits_subset else data
+    return data.subset(*cfg.digits_subset) if cfg.digits_subset else data
 
 
 def _conv_cases(cfg: GpuCheckConfig, device: torch.device) -> list[tuple[str, ArchSpec, ImageData, Recipe, int]]:
@@ -464,7 +459,7 @@ def check_bf16(cfg: GpuCheckConfig, device: torch.device) -> CheckResult:
 
 def _resume_engine(cfg: GpuCheckConfig) -> Any:
     """The local engine with ``resume_workers`` workers (None: one per core, or per GPU)."""
-    from generators.generate import LocalEngine
+    from generators.engines import LocalEngine
 
     return LocalEngine(workers=cfg.resume_workers)
 
@@ -570,7 +565,7 @@ def _row_data(cfg: GpuCheckConfig, dataset: str, train_subset: int | None, n_tra
     if cfg.data_dir and dataset != "cifar10":
         try:
             data = load_images(dataset, cfg.data_dir)
-            return _subset(data, min(n_train, train_subset or n_train), n_test).to(device), f"{dataset} files"
+            return data.subset(min(n_train, train_subset or n_train), n_test).to(device), f"{dataset} files"
         except Exception as err:  # noqa: BLE001 (missing files fall back to synthetic, said in the row)
             return synthetic_data(dataset, n_train, n_test, device), f"synthetic ({err.__class__.__name__})"
     return synthetic_data(dataset, n_train, n_test, device), "synthetic"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import environment, log, summary
+from benchmarks.report import environment, log, summary, summary_text
 from zoo.workers import cpu_cores, worker_pool
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
@@ -234,7 +234,7 @@ def _cell_file(out: Path, zoo: str, metanet: str) -> Path:
 def _stat(cell: dict[str, Any], key: str) -> str:
     """``mean ± std`` over seeds; the mean alone for one seed (a std of one value says nothing)."""
     stat = cell[key]
-    return f"{stat['mean']:.3f}" if cell["seeds"] == 1 else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    return f"{stat['mean']:.3f}" if cell["seeds"] == 1 else summary_text(stat)
 
 
 def _cell_text(cell: dict[str, Any] | None) -> str:

@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary, summary_text
 from generators.data import DATASETS, ImageData, load_images
-from generators.generate import resolve_device
 from generators.recipe import Augment, Recipe, TrainJob
 from generators.trainer import train_batched
+from zoo.device import resolve_device
 from zoo.errors import SpecError
 from zoo.interpolation import InterpolationCurve, interpolate, path_alphas
 from zoo.layout import ParamLayout
 from zoo.matching import weight_matching
-from zoo.nets import VARIANTS, get_arch
+from zoo.nets import VARIANTS, check_variant, get_arch
 from zoo.storage.files import atomic_write, atomic_write_text
 from zoo.symmetry import permutation_spec, permute_state_dict
 
@@ -66,9 +66,8 @@ class LMCSetting:
             raise SpecError(f"--pairs and --epochs must be positive, got {self.pairs} and {self.epochs}")
         if self.dataset not in DATASETS:
             raise SpecError(f"--dataset '{self.dataset}' is unknown; expected one of {', '.join(DATASETS)}")
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown:
-            raise SpecError(f"--variants: unknown variant(s) {', '.join(unknown)}; expected {', '.join(VARIANTS)}")
+        for variant in self.variants:
+            check_variant(variant, source="--variants")
         try:
             path_alphas(self.points)
         except ValueError as err:
@@ -205,10 +204,7 @@ def run_lmc(setting: LMCSetting, out: str | Path, *, device: str = "auto", data_
                    f"of the train subset; training on all {n_train:,}")
     named = f", recipe '{recipe}'" if recipe else ""
     log(quiet, f"lmc: {setting.arch} on {setting.dataset}{named}: {setting.describe(n_train)}")
-    if setting.train_subset is not None:
-        data = dataclasses.replace(data, x_train=data.x_train[: setting.train_subset],
-                                   y_train=data.y_train[: setting.train_subset])
-    data = data.to(target)
+    data = data.subset(train=setting.train_subset).to(target)
     started = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     for variant in setting.variants:
@@ -225,8 +221,7 @@ def run_lmc(setting: LMCSetting, out: str | Path, *, device: str = "auto", data_
                 "train_seconds": trained["seconds"],
             }
             if rows[name]["midpoint_barrier"] is not None:
-                log(quiet, f"lmc {name}: midpoint barrier {rows[name]['midpoint_barrier']['mean']:.4f} "
-                           f"± {rows[name]['midpoint_barrier']['std']:.4f}")
+                log(quiet, f"lmc {name}: midpoint barrier {summary_text(rows[name]['midpoint_barrier'], 4)}")
     report = {"setting": dataclasses.asdict(setting), "recipe": setting.describe(n_train),
               "train_images": min(n_train, setting.train_subset or n_train), "variants": rows,
               "paper_table1": PAPER_TABLE1.get(setting.arch), "seconds": round(time.perf_counter() - started, 1), **environment()}
@@ -237,10 +232,6 @@ def run_lmc(setting: LMCSetting, out: str | Path, *, device: str = "auto", data_
 
 
 # -- reports --------------------------------------------------------------------------------------
-def _fmt(cell: dict[str, float] | None, digits: int = 3) -> str:
-    return "—" if cell is None else f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
-
-
 def markdown_table(report: dict[str, Any]) -> str:
     setting, paper = report["setting"], report["paper_table1"] or {}
     lines = [f"Linear mode connectivity of `{setting['arch']}` on {setting['dataset']}: {setting['pairs']} pairs, "
@@ -249,8 +240,8 @@ def markdown_table(report: dict[str, Any]) -> str:
              "| variant | midpoint barrier | max barrier | endpoint test acc | paper (midpoint) |", "|---|---|---|---|---|"]
     for name, row in report["variants"].items():
         note = f" ({row['diverged_pairs']} pairs diverged)" if row["diverged_pairs"] else ""
-        lines.append(f"| {name}{note} | {_fmt(row['midpoint_barrier'], 4)} | {_fmt(row['max_barrier'], 4)} | "
-                     f"{_fmt(row['endpoint_test_acc'])} | {paper.get(name, '—')} |")
+        lines.append(f"| {name}{note} | {summary_text(row['midpoint_barrier'], 4)} | {summary_text(row['max_barrier'], 4)} | "
+                     f"{summary_text(row['endpoint_test_acc'])} | {paper.get(name, '—')} |")
     return "\n".join(lines) + "\n"
 
 

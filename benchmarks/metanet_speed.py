@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.trainer_speed import machine
 from metanets.models import DMC, DeepSets, MetanetContext, get_metanet
 from metanets.train import MetanetConfig, ZooFeatures, _fit, load_features
+from zoo.environment import machine_record
 from zoo.storage import open_zoo
 
 __all__ = ["OLD_WAYS", "PROTOCOLS", "main", "time_model"]
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = {"zoo": str(args.zoo or "tiny digits-mlp zoo (--smoke)"), "smoke": args.smoke, "results": results,
                       "load_average": {"before": [round(v, 2) for v in load_before],
                                        "after": [round(v, 2) for v in load_after]},
-                      "machine": machine()}
+                      "machine": machine_record()}
     finally:
         torch.set_num_threads(threads)
     if args.json:

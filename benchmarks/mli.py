@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from zoo.progress import progress_bar
 
-from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary
+from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary, summary_text
 from generators.data import ImageData, load_images
-from generators.generate import generate, resolve_device
+from generators.generate import generate
 from generators.zoospec import ZOO_PRESETS, get_zoo_spec
+from zoo.device import resolve_device
 from zoo.errors import SpecError
 from zoo.interpolation import evaluate_weights, interpolate_weights, mli_statistics, path_alphas
-from zoo.nets import VARIANTS
+from zoo.nets import VARIANTS, check_variant
 from zoo.storage import open_zoo
 from zoo.storage.files import atomic_write_text
 from zoo.storage.format import SPLITS
@@ -102,8 +103,7 @@ def _zoo_data(zoos: list[Zoo], data_dir: str | None, examples: int) -> ImageData
     if not info.get("name"):
         raise SpecError(f"{zoos[0].path}: zoo.json does not record its data set (metadata.dataset.name)")
     data = load_images(info["name"], data_dir)
-    n = min(examples, info.get("train_subset") or len(data.x_train))
-    return dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    return data.subset(train=min(examples, info.get("train_subset") or examples))
 
 
 def _path_losses(zoo: Zoo, indices: list[int], data: ImageData, points: int, device: torch.device,
@@ -180,7 +180,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     for label, row in report["variants"].items():
         paper = PAPER_TABLE4.get(label)
         paper_cell = f"{paper[0]:.3f} / {100 * paper[1]:.1f}% / {paper[2]:.3f} / {paper[3]:.3f}" if paper else "—"
-        lines.append(f"| {label} | {row['delta']['mean']:.4f} ± {row['delta']['std']:.4f} | {100 * row['monotonic']:.1f}% | "
+        lines.append(f"| {label} | {summary_text(row['delta'], 4)} | {100 * row['monotonic']:.1f}% | "
                      f"{row['local_convexity']['mean']:.3f} | {row['global_convexity']['mean']:.3f} | "
                      f"{row['final_loss']['mean']:.3f} | {paper_cell} |")
     return "\n".join(lines) + "\n"
@@ -254,9 +254,8 @@ def _main(args: argparse.Namespace) -> int:
         raise SpecError("--models and --eval-examples must be positive")
     zoo_dirs = args.zoo
     if args.preset:
-        unknown = [v for v in args.variants if v not in VARIANTS]
-        if unknown:
-            raise SpecError(f"--variants: unknown variant(s) {', '.join(unknown)}; expected {', '.join(VARIANTS)}")
+        for variant in args.variants:
+            check_variant(variant, source="--variants")
         base = get_zoo_spec(args.preset)
         zoo_dirs = []
         for variant in args.variants:

@@ -4,31 +4,32 @@ and PNG figures written atomically."""
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-
 from generators.data import DATA_DIR_HELP
+from zoo.environment import device_label, software_record
 from zoo.storage.files import atomic_write
 
-__all__ = ["environment", "summary", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
+__all__ = ["environment", "summary", "summary_text", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
 
 
 def environment() -> dict[str, Any]:
-    """Software versions and the device a result was measured on."""
-    import zoo
-
-    return {"symzoo": zoo.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"}
+    """Software versions and the device a result was measured on (``symzoo``, ``torch``,
+    ``python``, ``device``: the keys every report and leaderboard cell carries)."""
+    return {**software_record(), "device": device_label()}
 
 
 def summary(values: list[float]) -> dict[str, float]:
     """Mean and (population) standard deviation, as plain floats for JSON."""
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def summary_text(cell: dict[str, float] | None, digits: int = 3) -> str:
+    """A :func:`summary` as a table cell, ``"0.912 ± 0.004"``; ``"—"`` for None (nothing to summarise)."""
+    return "—" if cell is None else f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
 def log(quiet: bool, message: str) -> None:

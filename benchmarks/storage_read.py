@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.environment import cpu_model, ram_gib, software_record
 from zoo.storage import SPLITS, ModelRecord, ZooWriter, open_zoo
 from zoo.storage import load as zoo_load
 from zoo.storage.hdf5 import export_hdf5
@@ -52,35 +53,17 @@ def log(message: str) -> None:
 
 # -- machine ---------------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 2**20, 1)
-                break
-    except OSError:
-        pass
-    import datasets
-    import h5py
-    import pyarrow
-
+    """The machine and the versions of every package the four formats are read with."""
+    versions = software_record("numpy", "pyarrow", "datasets", "h5py")
+    python = versions.pop("python")  # recorded beside the machine, not among the packages
     return {
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
-        "ram_gib": ram_gib,
+        "cpu_model": cpu_model(),
+        "ram_gib": ram_gib(),
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {"numpy": np.__version__, "torch": torch.__version__, "pyarrow": pyarrow.__version__,
-                     "datasets": datasets.__version__, "h5py": h5py.__version__, "symzoo": zoo.__version__},
+        "python": python,
+        "versions": versions,
     }
 
 

@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
@@ -33,10 +32,11 @@ import torch
 
 from zoo.workers import worker_pool
 from generators.data import ImageData, load_images
-from generators.generate import resolve_device
 from generators.reference import train_sequential
 from generators.trainer import train_batched
 from generators.zoospec import get_zoo_spec
+from zoo.device import resolve_device
+from zoo.environment import machine_record
 
 _SHAPES = {"digits": ((1, 8, 8), 1347, 450), "mnist": ((1, 28, 28), 60_000, 10_000),
            "fashion_mnist": ((1, 28, 28), 60_000, 10_000), "cifar10": ((3, 32, 32), 50_000, 10_000)}
@@ -47,19 +47,6 @@ def synthetic(name: str) -> ImageData:
     g = torch.Generator().manual_seed(0)
     return ImageData(name, torch.randn(n_train, *shape, generator=g), torch.randint(0, 10, (n_train,), generator=g),
                      torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g), 10)
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def _ready(_: int) -> int:
@@ -107,9 +94,7 @@ def main() -> None:
     arch = spec.arch_spec()
     device = resolve_device(args.device)
     data = synthetic(spec.dataset) if args.synthetic else load_images(spec.dataset, args.data_dir)
-    subset = args.train_subset or spec.train_subset
-    if subset:
-        data = dataclasses.replace(data, x_train=data.x_train[:subset], y_train=data.y_train[:subset])
+    data = data.subset(train=args.train_subset or spec.train_subset)
     jobs = [dataclasses.replace(spec.job(i), epochs=args.epochs) for i in range(args.models)]
     n_seq = min(args.sequential or args.models, args.models)
 
@@ -146,7 +131,7 @@ def main() -> None:
         "sequential_seconds": round(t_seq, 2), "batched_models_per_hour": round(rate_b),
         "sequential_models_per_hour": round(rate_s), "speedup": round(rate_b / rate_s, 2),
         "max_weight_difference": agree, "sequential_workers": parallel,
-        "load_average": [round(load_before, 2), round(load_after, 2)], "machine": machine(),
+        "load_average": [round(load_before, 2), round(load_after, 2)], "machine": machine_record(),
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -13,7 +13,7 @@ from zoo.errors import SpecError, SymzooError, interrupted_keeps, os_error_messa
 from zoo.nets import VARIANTS
 
 if TYPE_CHECKING:
-    from generators.generate import Engine
+    from generators.engines import Engine
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -82,7 +82,7 @@ _RAY_OPTIONS = {"address": "--address", "gpus_per_shard": "--gpus-per-shard", "c
 
 def _engine(args: argparse.Namespace) -> Engine:
     """The engine the flags ask for (imported here: ``symzoo --help`` must not load torch or Ray)."""
-    from generators.generate import LocalEngine
+    from generators.engines import LocalEngine
 
     given = {field: getattr(args, field) for field in _RAY_OPTIONS if getattr(args, field) is not None}
     if args.engine == "local":

@@ -7,6 +7,7 @@ either directly or in a sub-folder named after the data set (``mnist/``, ``fashi
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.errors import SymzooError
+from zoo.errors import SpecError, SymzooError
 
 __all__ = ["ImageData", "DATASETS", "DATASET_SHAPES", "load_images", "data_roots", "DataError"]
 
@@ -83,6 +84,23 @@ class ImageData:
     def to(self, device: torch.device | str) -> "ImageData":
         return ImageData(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
                          self.y_test.to(device), self.num_classes)
+
+    def subset(self, train: int | None = None, test: int | None = None) -> "ImageData":
+        """The first ``train`` training and ``test`` test images (None: all of them); asking for
+        more than there are gives all of them (a caller that must refuse that checks first).
+
+        The parts cut are copies, not views: a view would keep, and pickle to a worker process or
+        a Ray task, the whole set.
+        """
+        for part, n in (("training", train), ("test", test)):
+            if n is not None and n < 1:
+                raise SpecError(f"{self.name}: cannot take the first {n} {part} images; expected 1 or more")
+
+        def first(x: Tensor, n: int | None) -> Tensor:
+            return x if n is None or n >= len(x) else x[:n].clone()
+
+        return dataclasses.replace(self, x_train=first(self.x_train, train), y_train=first(self.y_train, train),
+                                   x_test=first(self.x_test, test), y_test=first(self.y_test, test))
 
 
 DATA_DIR_HELP = ("folder with the data set files; looked for in this folder, then $SYMZOO_DATA, then "

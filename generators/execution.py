@@ -6,7 +6,7 @@ preset's batched trainer against the sequential trainer (``benchmarks/trainer_sp
 docs/BENCHMARKS.md, "Conv nets on CPU: batched vs per model (issue 15)", has the commands and
 figures): the MLP presets gain from batching, while on CPU the conv families run at about 0.6x of
 per-model training (the vmapped convolutions, GroupNorm and bias adds over M-times-larger tensors
-cost more per model than M plain modules; a group under ``_MIN_ROWS`` also pays for padding rows).
+cost more per model than M plain modules; a group under ``MIN_ROWS`` also pays for padding rows).
 On CUDA batching is what fills the device, so it is always batched there.
 
 The choice depends only on the architecture's family and the device *type*, so the same command on

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from generators.data import ImageData
-from generators.generate import (
-    STAGING, Shard, ShardFailure, ShardProgress, ShardResult, ShardWork, check_device, publish_shard,
-)
+from generators.engines import ShardProgress
+from generators.shards import STAGING, Shard, ShardFailure, ShardResult, ShardWork, publish_shard
+from zoo.device import check_device
 from zoo.errors import SpecError, SymzooError, first_line
 from zoo.storage import ZooWriter
 

@@ -19,7 +19,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -27,22 +26,17 @@ from generators.augment import augment_batch
 from generators.data import ImageData
 from generators.recipe import Recipe, TrainJob, learning_rates
 from generators.rng import permutations
+from zoo.interpolation import MIN_ROWS, evaluate_stacked, pad_rows
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
 
 __all__ = ["TrainProgress", "TrainResult", "fill_untrained_epochs", "train_batched", "smoothed_cross_entropy", "CURVES"]
 
 CURVES = ("train_loss", "test_loss", "test_acc")
-# On CPU, vmap turns the convolutions of one or two models into other oneDNN kernels than those of
-# three or more, which round differently (cnn-mnist at M = 1, resnet8 at M <= 2; measured). So the
-# network always runs at least _MIN_ROWS models, padded with copies of the first one: a model's
-# result then does not depend on how many others share its shard or are still training.
-_MIN_ROWS = 3
-
-
-def _pad(t: Tensor) -> Tensor:
-    """``t`` with at least ``_MIN_ROWS`` rows: copies of its first row appended."""
-    return t if len(t) >= _MIN_ROWS else torch.cat([t, t[:1].expand(_MIN_ROWS - len(t), *t.shape[1:])])
+# The network always runs at least MIN_ROWS models, padded with copies of the first one
+# (zoo.interpolation.pad_rows: on CPU, vmap rounds the convolutions of one or two models
+# differently), so a model's result does not depend on how many others share its shard or are
+# still training.
 
 
 @dataclass
@@ -126,8 +120,8 @@ class _Stack:
         return torch.where(self.mask, torch.cat(parts, dim=1), self.fixed)
 
     def padded_params(self) -> dict[str, Tensor]:
-        """``params``, with copies of the first model appended up to ``_MIN_ROWS`` models."""
-        return self.params if len(self.flat_params) >= _MIN_ROWS else self.views(_pad(self.flat_params))
+        """``params``, with copies of the first model appended up to ``MIN_ROWS`` models."""
+        return self.params if len(self.flat_params) >= MIN_ROWS else self.views(pad_rows(self.flat_params))
 
     def subset(self, rows: Tensor) -> _Stack:
         """The models at ``rows`` only, in that order (template, masks and fixed entries shared)."""
@@ -157,19 +151,12 @@ class _Live:
         return _Live(**{f.name: getattr(self, f.name).index_select(0, rows) for f in fields(self)})
 
 
-@torch.no_grad()
 def _evaluate(stack: _Stack, x: Tensor, y: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """Per-model mean cross-entropy and accuracy on (x, y)."""
-    forward = vmap(stack.forward, in_dims=(0, None))
-    m, params = len(stack.flat_params), stack.padded_params()
-    loss_sum = acc_sum = 0.0
-    for start in range(0, len(x), chunk):
-        logits = forward(params, x[start : start + chunk])[:m].float()  # (M, n, classes)
-        target = y[start : start + chunk]
-        loss_sum = loss_sum + F.cross_entropy(logits.transpose(1, 2), target[None].expand(len(logits), -1),
-                                              reduction="none").sum(1)
-        acc_sum = acc_sum + (logits.argmax(-1) == target).sum(1)
-    return loss_sum / len(x), acc_sum.double() / len(x)
+    """Per-model mean cross-entropy and accuracy on (x, y) (:func:`~zoo.interpolation.evaluate_stacked`).
+    The losses are summed in float32, as the zoos made so far were: float64 would change the low
+    bits of their stored losses."""
+    return evaluate_stacked(stack.template, stack.padded_params(), x, y, rows=len(stack.flat_params), batch_size=chunk,
+                            loss_dtype=torch.float32)
 
 
 def train_batched(
@@ -228,7 +215,7 @@ def train_batched(
         # make autograd zero-fill and add a whole (M, P) gradient per tensor.
         m = len(x)
         leaves = {name: view.detach().requires_grad_() for name, view in stack.padded_params().items()}
-        losses = losses_of(leaves, _pad(x), _pad(y), _pad(live.smoothing)[:, None])
+        losses = losses_of(leaves, pad_rows(x), pad_rows(y), pad_rows(live.smoothing)[:, None])
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return torch.cat([g[:m].reshape(m, -1) for g in grads], 1), losses.detach()[:m]
 

@@ -22,7 +22,7 @@ from generators.data import DATASET_SHAPES, DATASETS
 from generators.recipe import Augment, Recipe, TrainJob
 from zoo.config import dataclass_from_dict, read_config_file
 from zoo.errors import SpecError
-from zoo.nets import VARIANTS, ArchSpec, get_arch, spec_from_dict
+from zoo.nets import ArchSpec, check_variant, get_arch, spec_from_dict
 from zoo.seeding import derive_seed
 
 __all__ = ["Dist", "HyperparameterSpace", "ZooSpec", "ZOO_PRESETS", "get_zoo_spec", "load_zoo_spec", "zoo_spec_from_dict"]
@@ -127,8 +127,7 @@ class ZooSpec:
             raise SpecError(f"n_models must be positive, got {self.n_models}")
         if self.batch_models <= 0:
             raise SpecError(f"batch_models must be positive, got {self.batch_models}")
-        if self.variant not in VARIANTS:
-            raise SpecError(f"variant '{self.variant}' is unknown; expected one of {', '.join(VARIANTS)}")
+        check_variant(self.variant)
         if self.dataset not in DATASETS:
             raise SpecError(f"dataset '{self.dataset}' is unknown; expected one of {', '.join(DATASETS)}")
         if self.train_subset is not None and self.train_subset <= 0:

@@ -27,8 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metanets.models import METANETS, get_metanet
-from metanets.train import MetanetConfig
+from metanets.config import MetanetConfig
+from metanets.registry import METANETS, get_metanet
 from zoo.errors import SpecError, SymzooError, clean_message, one_line
 from zoo.storage.files import atomic_write
 

@@ -12,8 +12,11 @@ from typing import Any
 import numpy as np
 
 from metanets.checkpoint import CHECKPOINT_FILE, CheckpointError, MetanetCheckpoint
-from metanets.models import METANETS, get_metanet
-from metanets.train import TARGETS, MetanetConfig, evaluate, load_features, train_metanet
+from metanets.config import TARGETS, MetanetConfig
+from metanets.features import load_features
+from metanets.metrics import evaluate
+from metanets.registry import METANETS, get_metanet
+from metanets.train import train_metanet
 from zoo.cli import can_write_in, print_json
 from zoo.errors import SpecError, interrupted_keeps
 from zoo.storage import SPLITS, open_zoo

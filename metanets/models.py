@@ -1,77 +1,19 @@
-"""Metanetwork baselines of the paper (docs/PAPER.md §3), behind one registry.
+"""The paper's metanetwork baselines (docs/PAPER.md §3): MLP, StatNN, DeepSets and DMC.
 
-Each entry says which input view it reads and how to build the model for an input size; new
-metanets join with :func:`register_metanet` without editing symzoo.
+They are registered, with the paper's other metanets, in :mod:`metanets.registry`, whose names
+this module re-exports for code that imports them from here.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
-from zoo.errors import SpecError
-from zoo.layout import ParamLayout
-from zoo.nets import ArchSpec
+from metanets.registry import METANETS, VIEWS, MetanetContext, MetanetEntry, get_metanet, register_metanet
 
 __all__ = ["MetanetContext", "MetanetEntry", "METANETS", "VIEWS", "register_metanet", "get_metanet", "MLPMetanet", "StatNN", "DeepSets", "DMC"]
-
-
-@dataclass(frozen=True)
-class MetanetContext:
-    """What a metanet may know when it is built: its input size, and the zoo's layout and
-    architecture (graph and weight-space metanets rebuild per-layer structure from them)."""
-
-    input_dim: int
-    layout: ParamLayout
-    arch: ArchSpec
-
-
-@dataclass(frozen=True)
-class MetanetEntry:
-    """``view``: ``weights`` (trainable entries of the flat vector), ``statistics`` (per-tensor
-    statistics) or ``flat`` (all effective weights, in layout order)."""
-
-    name: str
-    view: str
-    build: Callable[[MetanetContext], nn.Module]
-    invariant: bool  # invariant to hidden-unit permutations by construction
-    normalize: bool = False  # standardise its inputs with train-split statistics unless told otherwise
-    sigmoid: bool = False  # bound its output to (0, 1) unless told otherwise
-
-
-VIEWS = ("weights", "statistics", "flat")
-METANETS: dict[str, MetanetEntry] = {}
-
-Builder = Callable[[MetanetContext], nn.Module]
-
-
-def register_metanet(name: str, view: str, invariant: bool = False, normalize: bool | None = None,
-                     sigmoid: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator registering ``build(context) -> nn.Module`` under ``name``; the module maps a
-    batch of inputs of the given view to one prediction per row. Defaults of its protocol:
-    ``normalize``, whether its inputs are standardised (per feature for ``statistics``, per
-    tensor otherwise; default: only ``statistics``, as in the paper's protocol), and ``sigmoid``,
-    whether its output is bounded to (0, 1)."""
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-
-    def decorate(build: Builder) -> Builder:
-        METANETS[name] = MetanetEntry(name, view, build, invariant,
-                                      view == "statistics" if normalize is None else normalize, sigmoid)
-        return build
-
-    return decorate
-
-
-def get_metanet(name: str) -> MetanetEntry:
-    if name not in METANETS:
-        raise SpecError(f"unknown metanet '{name}'; valid metanets: {', '.join(METANETS)}")
-    return METANETS[name]
 
 
 class MLPMetanet(nn.Module):
@@ -328,9 +270,3 @@ class _SetReadout(DeepSets):
     def __init__(self, hidden: int) -> None:
         super().__init__(in_channels=hidden, hidden=hidden, rho_layers=1)
 
-
-register_metanet("linear", "weights")(lambda c: nn.Sequential(nn.Linear(c.input_dim, 1), nn.Flatten(0)))
-register_metanet("mlp", "weights")(lambda c: MLPMetanet(c.input_dim))
-register_metanet("statnn", "statistics", invariant=True)(lambda c: StatNN(c.input_dim))
-register_metanet("deepsets", "weights", invariant=True)(lambda c: DeepSets())
-register_metanet("dmc", "weights")(lambda c: DMC())

@@ -32,7 +32,6 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from metanets.models import MetanetContext, register_metanet
 from zoo.errors import SpecError
 from zoo.layout import ParamLayout
 from zoo.nets import ArchSpec
@@ -416,7 +415,7 @@ class NFN(nn.Module):
     The defaults are the authors' best invariant model for predicting accuracy (``hnp_inv`` with
     the ``mlp`` head of their ``predict_gen`` configs): HNP layers with 16, 16, 5 channels, no
     normalisation, raw weights in, HNP pooling, two hidden layers of 1,000; their sigmoid output is
-    the metanet option ``sigmoid`` (on by default for the registered NFNs, see below).
+    the metanet option ``sigmoid`` (on by default for the registered NFNs, see :mod:`metanets.registry`).
 
     Args:
         layout, arch: the zoo's parameter layout and architecture (any family and variant).
@@ -496,18 +495,3 @@ class NFN(nn.Module):
             features = [torch.relu(x) for x in features]
         return self.head(self.pool(features)).squeeze(-1)
 
-
-def _builder(**options):
-    def build(context: MetanetContext) -> NFN:
-        return NFN(context.layout, context.arch, **options)
-    return build
-
-
-# ``nfn``: the strongest form measured (1,000-model digits-MLP zoo, 20 epochs at lr 1e-3, 3 seeds:
-# Kendall tau 0.76 against 0.72 for ``nfn_hnp`` and 0.62 for ``nfn_np``): HNP with a ChannelNorm
-# after each layer. ``nfn_hnp``: the authors' model as published. ``nfn_np``: the NP form. All with
-# the authors' sigmoid output (without it, HNP + ChannelNorm: tau 0.58) and raw weights in (the
-# per-tensor standardisation of ``normalize`` measured 0.74 against 0.76).
-for _name, _options in (("nfn", {"mode": "hnp", "norm": True}), ("nfn_hnp", {"mode": "hnp"}),
-                        ("nfn_np", {"mode": "np", "norm": True})):
-    register_metanet(_name, "flat", invariant=True, normalize=False, sigmoid=True)(_builder(**_options))

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-import metanets  # noqa: F401  (registers "gmn")
-from metanets.models import MetanetContext, get_metanet
+from metanets.registry import MetanetContext, get_metanet
 from tests.helpers import fit, permuted_networks
 from zoo import ParamLayout, get_arch, permutation_spec
 from zoo.graph import INPUT, OUTPUT, graph_template, to_graphs

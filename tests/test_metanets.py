@@ -57,6 +57,24 @@ def test_unknown_metanet_lists_the_valid_ones():
         get_metanet("gpt")
 
 
+def test_every_metanet_is_registered_in_one_place_and_importing_metanets_builds_none():
+    """One registry names every built-in metanet and its builder; the models' modules (the GMN's
+    torch_geometric above all, ~3 s) are imported only when a metanet is built."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from metanets import registry
+
+    assert list(METANETS) == ["linear", "mlp", "statnn", "deepsets", "dmc", "nfn", "nfn_hnp", "nfn_np", "gmn"]
+    assert all(entry.build.__module__ == registry.__name__ for entry in METANETS.values())
+    code = ("import sys, metanets; "
+            "print([m for m in ('torch_geometric', 'metanets.models', 'metanets.nfn', 'metanets.gmn') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.fixture(scope="module")
 def digits_zoo(tmp_path_factory):
     import dataclasses

@@ -105,7 +105,7 @@ def test_spec_file_builds_the_same_network(tmp_path):
     [
         ({"widths": "wide"}, "field 'widths' is 'wide'; expected"),
         ({"activation": "swishy"}, "activation 'swishy' is unknown"),
-        ({"variant": "asym"}, "variant 'asym' is unknown"),
+        ({"variant": "asym"}, "unknown variant 'asym'"),
         ({"colour": "red"}, "unknown field"),
         ({"w_asym": {"default": {"n_fix": 2, "kappa": "big"}}}, "w_asym.default.kappa"),
         ({"w_asym": {"default": {"n_fix": 2, "mask_type": "sparse"}}}, "mask_type 'sparse' is unknown"),

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import metanets.nfn  # noqa: F401  (registers "nfn", "nfn_np", "nfn_hnp")
-from metanets.models import MetanetContext, get_metanet
-from metanets.train import MetanetConfig
+from metanets.config import MetanetConfig
 from metanets.nfn import NFN, ChannelNorm, EquivariantLinear, FeatureSpace, HNPLinear, HNPPool, NPLinear, NPPool
+from metanets.registry import MetanetContext, get_metanet
 from tests.helpers import fit, permuted_networks
 from zoo import ParamLayout, SpecError, get_arch
 from zoo.nets import CNNSpec, MLPSpec, ResNetSpec
@@ -211,7 +210,7 @@ def test_the_sigmoid_option_bounds_the_nfn_output():
     with torch.no_grad():
         linear = NFN(layout, spec)(x)
     torch.manual_seed(0)
-    from metanets.train import ZooFeatures
+    from metanets.features import ZooFeatures
 
     features = ZooFeatures(get_metanet("nfn_hnp"), layout, {}, {}, 0, None, spec)
     assert features.context() == context

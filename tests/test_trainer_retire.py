@@ -119,7 +119,7 @@ def test_a_group_that_only_diverges_stops_early(digits):
 @pytest.mark.parametrize("arch", ["cnn-mnist", "resnet8"])
 def test_conv_nets_give_the_same_results(arch):
     """The same results bit for bit, also when one or two models are left training: the network
-    always runs at least three models (``trainer._MIN_ROWS``), since under ``vmap`` oneDNN rounds
+    always runs at least three models (``zoo.interpolation.MIN_ROWS``), since under ``vmap`` oneDNN rounds
     the convolutions of one or two models differently from those of three or more (measured on
     x86: without the padding this test differs by 4e-9 to 1e-7). If only the exact check fails on
     some machine, its kernels round differently for other numbers of models too, and conv-net zoos

@@ -11,6 +11,7 @@ from zoo.nets.spec import (
     LayerAsym,
     SigmaAsymSpec,
     WAsymSpec,
+    check_variant,
     load_spec,
     spec_from_dict,
 )
@@ -19,5 +20,5 @@ from zoo.nets.variants import apply_sigma_asym, apply_variant, apply_w_asym
 __all__ = [
     "ArchPreset", "ArchSpec", "BasicBlock", "CNN", "CNNSpec", "FAMILIES", "LayerAsym", "MLP", "MLPSpec",
     "PRESETS", "ResNet", "ResNetSpec", "SigmaAsymSpec", "VARIANTS", "WAsymSpec", "apply_sigma_asym",
-    "apply_variant", "apply_w_asym", "get_arch", "load_spec", "preset_names", "spec_from_dict",
+    "apply_variant", "apply_w_asym", "check_variant", "get_arch", "load_spec", "preset_names", "spec_from_dict",
 ]

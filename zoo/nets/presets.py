@@ -13,7 +13,7 @@ from zoo.errors import SpecError
 from zoo.nets.cnn import CNNSpec
 from zoo.nets.mlp import MLPSpec
 from zoo.nets.resnet import ResNetSpec
-from zoo.nets.spec import VARIANTS, ArchSpec, LayerAsym, WAsymSpec, load_spec
+from zoo.nets.spec import ArchSpec, LayerAsym, WAsymSpec, check_variant, load_spec
 
 __all__ = ["ArchPreset", "PRESETS", "get_arch", "preset_names"]
 
@@ -132,8 +132,8 @@ def get_arch(name: str, variant: str | None = "standard") -> ArchSpec:
 
     A spec file's own variant is kept when ``variant`` is None.
     """
-    if variant is not None and variant not in VARIANTS:
-        raise SpecError(f"unknown variant '{variant}'; valid variants: {', '.join(VARIANTS)}")
+    if variant is not None:
+        check_variant(variant)
     if name in PRESETS:
         spec = PRESETS[name].spec
     elif Path(name).suffix in (".json", ".yaml", ".yml"):

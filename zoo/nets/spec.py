@@ -25,6 +25,7 @@ from zoo.nets.variants import apply_variant
 
 __all__ = [
     "VARIANTS",
+    "check_variant",
     "LayerAsym",
     "WAsymSpec",
     "SigmaAsymSpec",
@@ -35,6 +36,15 @@ __all__ = [
 ]
 
 VARIANTS = ("standard", "w_asym", "sigma_asym")
+
+
+def check_variant(value: object, source: str | None = None) -> str:
+    """``value`` if it names a variant, else the one message every input names a variant with:
+    ``"SOURCE: unknown variant 'x'; valid variants: standard, w_asym, sigma_asym"``."""
+    if value not in VARIANTS:
+        where = f"{source}: " if source else ""
+        raise SpecError(f"{where}unknown variant '{value}'; valid variants: {', '.join(VARIANTS)}")
+    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,7 @@ class ArchSpec:
             FAMILIES[cls.family] = cls
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise SpecError(f"variant '{self.variant}' is unknown; expected one of {', '.join(VARIANTS)}")
+        check_variant(self.variant)
         if self.variant == "w_asym" and self.w_asym is None:
             raise SpecError("variant 'w_asym' needs a 'w_asym' section (default and/or per-layer settings)")
 

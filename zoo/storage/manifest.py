@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,13 +76,10 @@ class ZooMetadata:
 
 
 def software_versions() -> dict[str, str]:
-    import pyarrow
-    import torch
+    """The manifest's ``software`` field: what wrote the zoo (symzoo, torch, pyarrow, Python)."""
+    from zoo.environment import software_record
 
-    import zoo
-
-    return {"symzoo": zoo.__version__, "torch": torch.__version__, "pyarrow": pyarrow.__version__,
-            "python": platform.python_version()}
+    return software_record("pyarrow")
 
 
 _REQUIRED = ("schema_version", "arch", "layout", "num_params", "fixed_file", "fixed_sha256", "schema", "shards")

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from zoo.errors import clean_message
 from zoo.layout import ParamLayout, fixed_entry_masks
-from zoo.nets import VARIANTS, ArchSpec, get_arch
+from zoo.nets import ArchSpec, check_variant, get_arch
 from zoo.storage.importers.common import require_dir, status_of, write_models
 from zoo.storage.writer import FixedEntries, ZooWriter
 from zoo.storage.manifest import ZooFormatError, ZooMetadata, ZooSchema
@@ -177,8 +177,7 @@ def _choose_variant(source: _Source, variant: str | None) -> str:
     detected = _detect_variant(source)
     if variant is None:
         return detected
-    if variant not in VARIANTS:
-        raise ZooFormatError(f"variant '{variant}' is unknown; expected one of {', '.join(VARIANTS)}")
+    check_variant(variant, source="import_seed_pt")
     if variant == detected or (detected, variant) == ("w_asym", "standard"):
         return variant
     raise ZooFormatError(f"{source.path}: holds a {detected} ResNet8, which cannot be imported as {variant}")
