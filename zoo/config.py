@@ -51,14 +51,16 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     try:
         return dacite.from_dict(cls, data, config=_CONFIG)
     except SpecError as err:
-        where, _ = _innermost(cls, data, lambda t, d: _fails_with(t, d, str(err)))
+        message = str(err)
+        where, _ = _innermost(cls, data, lambda t, d: _fails_with(t, d, message))
         raise SpecError(f"{source}: {where + ': ' if where else ''}{err}") from None
     except dacite.WrongTypeError as err:
         got = _lookup(data, err.field_path or "")
         expected = getattr(err.field_type, "__name__", None) if not getattr(err.field_type, "__args__", None) else None
         raise SpecError(f"{source}: field '{err.field_path}' is {got!r}; expected {expected or err.field_type}") from None
     except dacite.UnexpectedDataError as err:
-        where, owner = _innermost(cls, data, lambda t, d: set(err.keys) <= set(d) - _field_names(t))
+        unexpected = set(err.keys)
+        where, owner = _innermost(cls, data, lambda t, d: unexpected <= set(d) - _field_names(t))
         names = ", ".join(f"{where}.{k}" if where else k for k in sorted(err.keys))
         raise SpecError(f"{source}: unknown field(s) {names}; expected {where + ' fields' if where else 'fields'}: "
                         f"{', '.join(sorted(_field_names(owner)))}") from None
