@@ -121,13 +121,17 @@ def _histogram(accuracies: dict[str, dict[str, np.ndarray]], path: Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(0, 1, 41)
-    for split, values in accuracies.items():
-        finite = values["test_acc"][np.isfinite(values["test_acc"])]
-        ax.hist(finite, bins=bins, alpha=0.6, label=f"{split} ({len(finite)})")
+    finite = {split: v["test_acc"][np.isfinite(v["test_acc"])] for split, v in accuracies.items()}
+    if finite:  # stacked, so that no split hides another; a bar's height is the zoo's count
+        ax.hist(list(finite.values()), bins=bins, stacked=True,
+                label=[f"{split} ({len(values):,})" for split, values in finite.items()])
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("test accuracy")
-    ax.set_ylabel("models")
+    ax.set_ylabel("models (splits stacked)")
     ax.set_title(title)
     if accuracies:
         ax.legend()
