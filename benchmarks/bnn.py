@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from zoo.progress import progress_bar
 
-from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary, summary_text
+from benchmarks.report import (add_run_options, environment, images_text, log, print_report, pyplot, save_figure,
+                               summary, summary_text)
 from generators.data import DATASETS, ImageData, load_images
 from generators.recipe import Augment
 from generators.variational import POSTERIORS, PosteriorConfig, VITrainConfig, fit_variational
@@ -113,10 +114,7 @@ class BNNSetting:
         net = (f"MLP, {self.depth} hidden layers of {self.width} (LayerNorm + ReLU)" if self.arch == "mlp"
                else self.arch)
         family = f"ELRG rank {p.rank}" if p.kind == "elrg" else "mean field"
-        if self.train_subset and (train_images is None or self.train_subset < train_images):
-            subset = f"first {self.train_subset:,} training images"
-        else:
-            subset = f"all {train_images:,} training images" if train_images else "all training images"
+        subset = images_text(self.train_subset, train_images, "training")
         return (f"{net} on {self.dataset} ({subset}); {family}, prior precision {p.prior_precision:g}"
                 f"{' × fan-in' if p.prior_fan_in else ''}; Adam lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs; "
                 f"final test: {_test_set(t.eval_samples, None, test_images)}; learning curves and early acc: "
@@ -125,11 +123,7 @@ class BNNSetting:
 
 def _test_set(samples: int, first: int | None, test_images: int | None) -> str:
     """``"25 samples on all 10,000 test images"`` and the like."""
-    if first is not None and (test_images is None or first < test_images):
-        images = f"the first {first:,} test images"
-    else:
-        images = f"all {test_images:,} test images" if test_images else "all test images"
-    return f"{samples} sample{'s' if samples != 1 else ''} on {images}"
+    return f"{samples} sample{'s' if samples != 1 else ''} on {images_text(first, test_images, 'test')}"
 
 
 # CPU scale (2 cores): 5,000 MNIST images, 4 epochs (80 steps); curves from 5 samples on the first
@@ -184,8 +178,9 @@ def _read_run(path: Path) -> dict[str, Any]:
     return run
 
 
-def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int, seed: int) -> tuple[str, dict[str, Any] | None]:
-    """The run's file name and its saved result, if one with exactly these settings exists: under
+def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int,
+               seed: int) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """The run's file name, its config and its saved result, if one with exactly these settings exists: under
     its settings-keyed name or, made before runs were keyed by settings, ``NAME-VARIANT-I.json``.
     A keyed file holding other settings is refused rather than overwritten."""
     config, name = _run_config(setting, variant, seed), run_file_name(setting, variant, seed)
@@ -195,13 +190,13 @@ def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int, see
             raise SpecError(f"bnn: {runs / name} holds a run made with other settings "
                             f"({_difference(stored.get('config'), config)}); refusing to overwrite it: "
                             "move it away or pass another --out")
-        return name, stored
+        return name, config, stored
     legacy = runs / f"{setting.name}-{variant}-{instance}.json"  # kept as it is, never rewritten
     if legacy.exists():
         stored = _read_run(legacy)
         if stored.get("config") == config:
-            return legacy.name, stored
-    return name, None
+            return legacy.name, config, stored
+    return name, config, None
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
@@ -232,8 +227,8 @@ def run_bnn(settings: list[BNNSetting], out: str | Path, *, variants: tuple[str,
     for s in settings:
         for variant in variants:
             for i in range(instances):
-                name, stored = _saved_run(out / "runs", s, variant, i, seed + i)
-                key, config = name.removesuffix(".json"), _run_config(s, variant, seed + i)
+                name, config, stored = _saved_run(out / "runs", s, variant, i, seed + i)
+                key = name.removesuffix(".json")
                 names[s.name, variant, i] = key
                 if stored is not None:
                     done[key] = {**stored, "instance": i}

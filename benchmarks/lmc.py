@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.report import add_run_options, print_report, environment, log, pyplot, save_figure, summary, summary_text
+from benchmarks.report import (add_run_options, environment, images_text, log, print_report, pyplot, save_figure,
+                               summary, summary_text)
 from generators.data import DATASETS, ImageData, load_images
 from generators.recipe import Augment, Recipe, TrainJob
 from generators.trainer import train_batched
@@ -80,12 +81,8 @@ class LMCSetting:
         r = self.recipe
         schedule = "no schedule" if r.schedule == "constant" else f"triangular schedule peaking at {r.peak_epoch or r.peak_fraction}"
         augment = ", augmentation " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(r.augment).items() if v) if r.augment.active else ""
-        if self.train_subset and (train_images is None or self.train_subset < train_images):
-            images = f"the first {self.train_subset:,}"
-        else:
-            images = f"all {train_images:,}" if train_images else "all"
         return (f"AdamW lr {self.lr:g}, wd {self.weight_decay:g}, batch {r.batch_size}, {schedule}{augment}, "
-                f"{self.epochs} epochs on {images} training images")
+                f"{self.epochs} epochs on {images_text(self.train_subset, train_images, 'training')}")
 
     def training_key(self) -> str:
         """What determines the trained networks: every field but the evaluation's ``points`` and

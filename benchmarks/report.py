@@ -32,6 +32,15 @@ def summary_text(cell: dict[str, float] | None, digits: int = 3) -> str:
     return "—" if cell is None else f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
+def images_text(first: int | None, total: int | None, kind: str) -> str:
+    """Which images were used, with the count actually used: ``"the first 5,000 training images"``
+    when ``first`` is below the set's ``total``, else ``"all 1,347 training images"`` (or ``"all
+    training images"`` when the total is not known)."""
+    if first is not None and (total is None or first < total):
+        return f"the first {first:,} {kind} images"
+    return f"all {total:,} {kind} images" if total else f"all {kind} images"
+
+
 def log(quiet: bool, message: str) -> None:
     if not quiet:
         print(message, file=sys.stderr)

@@ -44,6 +44,7 @@ from zoo.storage.hdf5 import export_hdf5
 
 COLUMNS = ["weights", "test_acc"]
 PT_DEFAULT = ".pt: torch.load"
+# the full unpickler, timed only on the .pt files this script writes itself (see read_pt)
 PT_UNSAFE = ".pt: torch.load(weights_only=False)"
 
 
