@@ -26,7 +26,7 @@ import numpy as np
 from zoo.progress import progress_bar
 
 from benchmarks.report import (add_run_options, environment, images_text, log, print_report, pyplot, save_figure,
-                               summary, summary_text)
+                               settings_difference, summary, summary_text)
 from generators.data import DATASETS, ImageData, load_images
 from generators.recipe import Augment
 from generators.variational import POSTERIORS, PosteriorConfig, VITrainConfig, fit_variational
@@ -159,15 +159,6 @@ def run_file_name(setting: BNNSetting, variant: str, seed: int) -> str:
     return f"{setting.name}-{setting.dataset}-{variant}-seed{seed}-{digest}.json"
 
 
-def _difference(stored: Any, wanted: Any, where: str = "") -> str:
-    """The first setting in which a stored run's config differs from the wanted one."""
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        for key in sorted(set(stored) | set(wanted)):
-            if stored.get(key) != wanted.get(key):
-                return _difference(stored.get(key), wanted.get(key), f"{where}.{key}" if where else key)
-    return f"{where or 'config'} {json.dumps(stored)} there, {json.dumps(wanted)} now"
-
-
 def _read_run(path: Path) -> dict[str, Any]:
     try:
         run = json.loads(path.read_text())
@@ -188,7 +179,7 @@ def _saved_run(runs: Path, setting: BNNSetting, variant: str, instance: int,
         stored = _read_run(runs / name)
         if stored.get("config") != config:
             raise SpecError(f"bnn: {runs / name} holds a run made with other settings "
-                            f"({_difference(stored.get('config'), config)}); refusing to overwrite it: "
+                            f"({settings_difference(stored.get('config'), config)}); refusing to overwrite it: "
                             "move it away or pass another --out")
         return name, config, stored
     legacy = runs / f"{setting.name}-{variant}-{instance}.json"  # kept as it is, never rewritten

@@ -58,6 +58,7 @@ from generators.reference import train_sequential
 from generators.trainer import TrainResult, train_batched
 from generators.zoospec import Dist, get_zoo_spec
 from zoo import ParamLayout, get_arch
+from zoo.environment import cpu_model
 from zoo.nets import ArchSpec
 
 __all__ = ["CheckResult", "GpuCheckConfig", "RowSpec", "build_config", "main", "run_checks", "run_throughput"]
@@ -766,14 +767,15 @@ def device_info(device: torch.device) -> dict[str, Any]:
     a different set from the development one)."""
     modules = {name: _installed(name) for name in ("numpy", "yaml", "tqdm", "pyarrow", "sklearn", "datasets", "h5py")}
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-                            "host": platform.node(), "cpu_threads": torch.get_num_threads(), "modules": modules}
+                            "host": platform.node(), "cpu": cpu_model(), "cpu_threads": torch.get_num_threads(),
+                            "modules": modules}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info |= {"name": props.name, "total_memory_gib": round(props.total_memory / 2**30, 1),
                  "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
                  "cudnn": torch.backends.cudnn.version()}
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = info["cpu"] or platform.machine()
     return info
 
 

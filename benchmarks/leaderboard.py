@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import environment, log, summary, summary_text
+from benchmarks.report import environment, log, settings_difference, summary, summary_text
 from zoo.workers import cpu_cores, worker_pool
 from generators.generate import generate
 from generators.zoospec import ZooSpec, get_zoo_spec, zoo_spec_from_dict
@@ -220,10 +220,8 @@ def _reusable(cell_file: Path, config: MetanetConfig) -> dict[str, Any]:
     cell = json.loads(cell_file.read_text())
     expected = json.loads(json.dumps(dataclasses.asdict(config)))
     if "config" in cell and cell["config"] != expected:
-        differ = ", ".join(f"{key} {cell['config'].get(key)} (now {value})" for key, value in expected.items()
-                           if cell["config"].get(key) != value)
-        raise SpecError(f"{cell_file}: trained with other settings ({differ}); pass another --out, "
-                        "or delete the file to train the cell again")
+        raise SpecError(f"{cell_file}: trained with other settings ({settings_difference(cell['config'], expected)}); "
+                        "pass another --out, or delete the file to train the cell again")
     return cell
 
 

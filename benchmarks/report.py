@@ -4,6 +4,7 @@ and PNG figures written atomically."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from generators.data import DATA_DIR_HELP
 from zoo.environment import device_label, software_record
 from zoo.storage.files import atomic_write
 
-__all__ = ["environment", "summary", "summary_text", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
+__all__ = ["environment", "summary", "summary_text", "settings_difference", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
 
 
 def environment() -> dict[str, Any]:
@@ -30,6 +31,17 @@ def summary(values: list[float]) -> dict[str, float]:
 def summary_text(cell: dict[str, float] | None, digits: int = 3) -> str:
     """A :func:`summary` as a table cell, ``"0.912 ± 0.004"``; ``"—"`` for None (nothing to summarise)."""
     return "—" if cell is None else f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+def settings_difference(stored: Any, wanted: Any, where: str = "") -> str:
+    """Every setting in which a saved result's config differs from the one asked for, as dotted
+    paths: ``"seeds 2 there, 1 now; train.epochs 7 there, 2 now"``. Saved results are reused only
+    when their config matches; this says why one was not."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        parts = [settings_difference(stored.get(key), wanted.get(key), f"{where}.{key}" if where else key)
+                 for key in sorted(set(stored) | set(wanted), key=str) if stored.get(key) != wanted.get(key)]
+        return "; ".join(parts)
+    return f"{where or 'config'} {json.dumps(stored)} there, {json.dumps(wanted)} now"
 
 
 def images_text(first: int | None, total: int | None, kind: str) -> str:

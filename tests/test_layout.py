@@ -20,6 +20,9 @@ def test_flat_round_trip_is_exact(arch, variant):
     assert flat.dtype == torch.float32 and flat.shape == (layout.size,)
     for name, tensor in layout.unflatten(flat).items():
         assert torch.equal(tensor, model.state_dict()[name]), name
+    stack = torch.stack([flat, -flat])  # a stack of networks: (K, *shape) per tensor, row k = network k
+    for name, tensor in layout.unflatten(stack).items():
+        assert torch.equal(tensor[0], model.state_dict()[name]) and torch.equal(tensor[1], -model.state_dict()[name])
     fresh = layout.load_into(spec.build(init_seed=2), flat)
     assert torch.equal(layout.flatten(fresh), flat)
     x = torch.randn(4, *spec.input_shape())
@@ -68,6 +71,8 @@ def test_wrong_length_and_wrong_model_are_reported():
     layout = ParamLayout.from_module(get_arch("mlp-digits").build())
     with pytest.raises(SymzooError, match=r"the layout expects \(3466,\)"):
         layout.unflatten(torch.zeros(10))
+    with pytest.raises(SymzooError, match=r"or a stack \(K, 3466\)"):
+        layout.unflatten(torch.zeros(2, 3, 3466))
     with pytest.raises(SymzooError, match="has shape"):
         layout.flatten(get_arch("mlp-mnist").build())
 

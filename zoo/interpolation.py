@@ -108,11 +108,6 @@ def evaluate_stacked(
     return loss_sum / len(x), correct.double() / len(x)
 
 
-def _stacked_views(layout: ParamLayout, weights: Tensor) -> dict[str, Tensor]:
-    """Per-tensor views ``(K, *shape)`` into flat weights ``(K, P)`` in ``layout`` order."""
-    return {s.name: weights[:, s.offset : s.stop].view(len(weights), *s.shape) for s in layout.slots}
-
-
 @torch.no_grad()
 def evaluate_weights(
     model: nn.Module,
@@ -136,7 +131,7 @@ def evaluate_weights(
     losses, accuracies = [], []
     for first in range(0, len(weights), models_per_pass):
         chunk = weights[first : first + models_per_pass].to(device, torch.float32)
-        loss, acc = evaluate_stacked(model, _stacked_views(layout, pad_rows(chunk)), x, y, rows=len(chunk),
+        loss, acc = evaluate_stacked(model, layout.unflatten(pad_rows(chunk)), x, y, rows=len(chunk),
                                      batch_size=batch_size, loss_dtype=torch.float64)
         losses.append(loss)
         accuracies.append(acc)

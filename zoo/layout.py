@@ -130,9 +130,13 @@ class ParamLayout:
         return torch.cat(parts)
 
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
-        """State_dict of views into ``vector`` (shape ``(size,)``), in layout order."""
-        self._check_length(vector)
-        return {s.name: vector[s.offset : s.stop].view(s.shape) for s in self.slots}
+        """State_dict of views into ``vector``, in layout order: one network's ``(size,)`` gives
+        tensors of their own shapes; a stack ``(K, size)`` gives ``(K, *shape)`` (for ``vmap``)."""
+        if vector.ndim not in (1, 2) or vector.shape[-1] != self.size:
+            raise SymzooError(f"flat weights have shape {tuple(vector.shape)}; the layout expects ({self.size},) "
+                              f"or a stack (K, {self.size})")
+        batch = tuple(vector.shape[:-1])
+        return {s.name: vector[..., s.offset : s.stop].view(*batch, *s.shape) for s in self.slots}
 
     def load_into(self, model: nn.Module, vector: Tensor) -> nn.Module:
         """Copy a flat vector into ``model`` (which must have this layout); returns the model."""
