@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from zoo import ArchSpec, ParamLayout, permutation_spec, permute_state_dict, random_permutations
+
+if TYPE_CHECKING:
+    from generators.zoospec import ZooSpec
 
 
 def permuted_networks(spec: ArchSpec, n: int = 3) -> tuple[ParamLayout, Tensor, Tensor]:
@@ -48,3 +54,13 @@ def mnist_dir() -> Path | None:
             if (folder / "train-images-idx3-ubyte.gz").is_file():
                 return folder
     return None
+
+
+def digits_zoo_spec(n_models: int, max_epochs: int = 2, **changes: Any) -> ZooSpec:
+    """The ``digits-mlp`` preset with its models trained 1 to ``max_epochs`` epochs (the preset's
+    1 to 20 cost tests minutes): the same spread of learning rates, so accuracies still differ."""
+    from generators.zoospec import Dist, get_zoo_spec
+
+    spec = get_zoo_spec("digits-mlp")
+    epochs = dataclasses.replace(spec.hyperparameters, epochs=Dist("int_uniform", 1, max_epochs))
+    return dataclasses.replace(spec, n_models=n_models, hyperparameters=epochs, **changes)

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from metanets.checkpoint import CHECKPOINT_FILE, CheckpointError, MetanetCheckpoint
+from tests.helpers import digits_zoo_spec
 from symzoo.cli import main
 from zoo.errors import SymzooError, one_line
 
@@ -21,10 +22,9 @@ from zoo.errors import SymzooError, one_line
 @pytest.fixture(scope="module")
 def zoo_dir(tmp_path_factory) -> Path:
     from generators.generate import generate
-    from generators.zoospec import get_zoo_spec
 
     out = tmp_path_factory.mktemp("checkpoint") / "digits"
-    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=48), out, quiet=True)
+    generate(digits_zoo_spec(48), out, quiet=True)
     return out
 
 
@@ -231,10 +231,9 @@ def test_a_checkpoint_written_before_the_normalize_option_reads_as_it_was_traine
 @pytest.fixture(scope="module")
 def w_asym_zoo_dir(tmp_path_factory) -> Path:
     from generators.generate import generate
-    from generators.zoospec import get_zoo_spec
 
     out = tmp_path_factory.mktemp("checkpoint") / "digits-wasym"
-    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=24, variant="w_asym"), out, quiet=True)
+    generate(digits_zoo_spec(24, variant="w_asym"), out, quiet=True)
     return out
 
 

@@ -3,7 +3,6 @@ the sigmoid head, and permutation augmentation, through training, checkpoints an
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from metanets.train import MetanetConfig, load_features, train_metanet
 from metanets.views import per_tensor_standardizer, tensor_ids, trainable_view
 from zoo.nets import get_arch
 from zoo.layout import ParamLayout
+from tests.helpers import digits_zoo_spec
 from zoo.storage import open_zoo
 from zoo.symmetry import permutation_spec, permute_state_dict, random_permutations
 
@@ -20,10 +20,9 @@ from zoo.symmetry import permutation_spec, permute_state_dict, random_permutatio
 @pytest.fixture(scope="module")
 def digits_zoo(tmp_path_factory):
     from generators.generate import generate
-    from generators.zoospec import get_zoo_spec
 
     out = tmp_path_factory.mktemp("inputs") / "digits"
-    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=40), out, quiet=True)
+    generate(digits_zoo_spec(40), out, quiet=True)
     return out
 
 
@@ -118,9 +117,8 @@ def test_augmentation_is_refused_where_it_cannot_apply(digits_zoo, tmp_path):
     with pytest.raises(SpecError, match="statnn reads per-tensor statistics"):
         MetanetConfig("statnn", augment=True)
     from generators.generate import generate
-    from generators.zoospec import get_zoo_spec
 
     wasym = tmp_path / "wasym"
-    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=12, variant="w_asym"), wasym, quiet=True)
+    generate(digits_zoo_spec(4, max_epochs=1, variant="w_asym"), wasym, quiet=True)
     with pytest.raises(SpecError):  # permuting fixed entries is no symmetry: refused in one line
         train_metanet(wasym, MetanetConfig("mlp", epochs=1, lrs=(1e-3,), seeds=1, augment=True), quiet=True)

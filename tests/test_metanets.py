@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from metanets.models import METANETS, MetanetContext, get_metanet
-from tests.helpers import permuted_networks
+from tests.helpers import digits_zoo_spec, permuted_networks
 from metanets.views import statistics_view, trainable_view
 from zoo import ParamLayout, SpecError, get_arch
 
@@ -77,13 +77,11 @@ def test_every_metanet_is_registered_in_one_place_and_importing_metanets_builds_
 
 @pytest.fixture(scope="module")
 def digits_zoo(tmp_path_factory):
-    import dataclasses
 
     from generators.generate import generate
-    from generators.zoospec import get_zoo_spec
 
     out = tmp_path_factory.mktemp("metanet") / "digits"
-    generate(dataclasses.replace(get_zoo_spec("digits-mlp"), n_models=128), out, quiet=True)
+    generate(digits_zoo_spec(128, max_epochs=4), out, quiet=True)
     return out
 
 
