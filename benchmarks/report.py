@@ -14,7 +14,8 @@ from generators.data import DATA_DIR_HELP
 from zoo.environment import device_label, software_record
 from zoo.storage.files import atomic_write
 
-__all__ = ["environment", "summary", "summary_text", "settings_difference", "log", "save_figure", "pyplot", "add_run_options", "print_report"]
+__all__ = ["environment", "summary", "summary_text", "settings_difference", "log", "save_figure", "pyplot",
+           "add_run_options", "print_report"]
 
 
 def environment() -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Shared test helpers: networks with their hidden-unit permutations, and a tiny fitting loop."""
+"""Shared test helpers: networks with their hidden-unit permutations, a tiny fitting loop, the MNIST
+folder, and a quick digits zoo spec."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,7 @@ def mnist_dir() -> Path | None:
 
 def digits_zoo_spec(n_models: int, max_epochs: int = 2, **changes: Any) -> ZooSpec:
     """The ``digits-mlp`` preset with its models trained 1 to ``max_epochs`` epochs (the preset's
-    1 to 20 cost tests minutes): the same spread of learning rates, so accuracies still differ."""
+    1 to 20 only make a test slower): the same spread of learning rates, so accuracies still differ."""
     from generators.zoospec import Dist, get_zoo_spec
 
     spec = get_zoo_spec("digits-mlp")
